@@ -1,0 +1,80 @@
+"""Class vocabularies of the three benchmarks, and the readable names used in prompts.
+
+The label names are the data sets' own (COCO category names, VOC class ids, NUS-WIDE
+concept names); every module refers to a class by its label name. `prompt_name` turns a
+label name into the phrase a hand-crafted prompt uses ("mouse" -> "computer mouse").
+"""
+
+COCO_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush",
+]
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]
+
+NUSWIDE_CLASSES = [
+    "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings",
+    "cars", "castle", "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing",
+    "dog", "earthquake", "elk", "fire", "fish", "flags", "flowers", "food", "fox", "frost",
+    "garden", "glacier", "grass", "harbor", "horses", "house", "lake", "leaf", "map",
+    "military", "moon", "mountain", "nighttime", "ocean", "person", "plane", "plants",
+    "police", "protest", "railroad", "rainbow", "reflection", "road", "rocks", "running",
+    "sand", "sign", "sky", "snow", "soccer", "sports", "statue", "street", "sun", "sunset",
+    "surf", "swimmers", "tattoo", "temple", "tiger", "tower", "town", "toy", "train", "tree",
+    "valley", "vehicle", "water", "waterfall", "wedding", "whales", "window", "zebra",
+]
+
+BUILTIN_CLASS_SETS = {
+    "coco": COCO_CLASSES,
+    "voc2007": VOC_CLASSES,
+    "nuswide": NUSWIDE_CLASSES,
+}
+
+# Label names that read badly (or ambiguously) in a sentence, and the phrase used instead.
+_PROMPT_NAMES = {
+    # COCO
+    "tv": "television",
+    "mouse": "computer mouse",
+    "remote": "remote control",
+    "keyboard": "computer keyboard",
+    "hair drier": "hair dryer",
+    "sports ball": "ball",
+    "orange": "orange fruit",
+    # VOC
+    "diningtable": "dining table",
+    "pottedplant": "potted plant",
+    "tvmonitor": "tv monitor",
+    # NUS-WIDE (plural concept names read as the scene they name)
+    "nighttime": "night time",
+    "surf": "surfing",
+}
+
+
+def prompt_name(label: str) -> str:
+    """The phrase that stands for `label` in a sentence (a label name is returned unchanged
+    unless it is known to read badly)."""
+    return _PROMPT_NAMES.get(label, label.replace("_", " "))
+
+
+def builtin_class_set(name: str) -> list:
+    """The label names of a built-in class set (`coco`, `voc2007`, `nuswide`)."""
+    try:
+        return list(BUILTIN_CLASS_SETS[name])
+    except KeyError:
+        raise KeyError(
+            f"unknown class set {name!r}: expected one of {sorted(BUILTIN_CLASS_SETS)} "
+            "or a text file with one class name per line"
+        ) from None
