@@ -1,0 +1,259 @@
+"""The frozen CLIP, built with open_clip, exposing what the method needs.
+
+Text side: end-of-text features, per-token features with a padding mask, and a forward
+from token embeddings (so learned context vectors can stand in for words).
+Image side: the global (pooled) feature and dense per-position features: for a ResNet,
+every last-stage position through the attention pool's value and output projections; for a
+ViT, every patch token through the final norm and projection.
+"""
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+# A small model of RN50's architecture family (ResNet tower with an attention pool,
+# transformer text tower, CLIP's BPE tokenizer) for tests and the toy world.
+TINY_CONFIGS = {
+    "tiny": dict(
+        embed_dim=64,
+        vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16, head_width=16),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+    ),
+}
+
+DOWNLOAD_HINT = (
+    "No weights could be obtained for {name} ({pretrained!r}); this machine is probably "
+    "offline. Download the checkpoint where you have internet access (for OpenAI's RN50: "
+    "the original `RN50.pt` file, or open_clip's `{name}` weights tagged '{pretrained}'), "
+    "copy it here, and pass its path instead of the tag: MODEL.BACKBONE.WEIGHTS "
+    "/path/to/RN50.pt (or `--weights` / `HIPROMPT_WEIGHTS` in the scripts)."
+)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The requested pretrained weights cannot be found or downloaded."""
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0) -> "ClipBackbone":
+    """Build the frozen backbone.
+
+    name: an open_clip model name (`RN50`, `ViT-B-16`, ...) or a tiny config (`tiny`).
+    pretrained: an open_clip tag (`openai`, `laion2b_s34b_b79k`, ...), a local checkpoint
+    path (OpenAI's original TorchScript `.pt` files included), or `random` / `""` for
+    random weights (tests only). `seed` fixes random initialisation.
+    """
+    pretrained = pretrained or "random"
+    path = Path(os.path.expanduser(pretrained))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name in TINY_CONFIGS:
+            model = CLIP(**TINY_CONFIGS[name])
+            tokenizer_name = "RN50"
+            if pretrained != "random":
+                if not path.is_file():
+                    raise WeightsUnavailableError(
+                        f"{name}: no checkpoint file at {pretrained!r} (the small configs have "
+                        "no downloadable weights: pass a state-dict file, or `random`)"
+                    )
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        elif name not in open_clip.list_models():
+            raise ValueError(
+                f"unknown backbone {name!r}: expected one of {sorted(TINY_CONFIGS)} or an "
+                "open_clip model name such as RN50, RN101, ViT-B-32, ViT-B-16"
+            )
+        elif pretrained != "random" and path.is_file() and _is_torchscript_archive(path):
+            model = open_clip.load_openai_model(str(path), device="cpu", precision="fp32")
+            tokenizer_name = name
+        else:
+            tokenizer_name = name
+            if pretrained == "random":
+                model = open_clip.create_model(name, pretrained=None)
+            else:
+                if not path.is_file() and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+                    raise WeightsUnavailableError(
+                        f"{pretrained!r} is neither a file nor a pretrained tag of {name} "
+                        f"(tags: {open_clip.list_pretrained_tags_by_model(name)}). "
+                        + DOWNLOAD_HINT.format(name=name, pretrained=pretrained)
+                    )
+                try:
+                    model = open_clip.create_model(
+                        name, pretrained=str(path) if path.is_file() else pretrained
+                    )
+                except (RuntimeError, OSError) as error:
+                    raise WeightsUnavailableError(
+                        DOWNLOAD_HINT.format(name=name, pretrained=pretrained) + f" ({error})"
+                    ) from error
+    if not isinstance(model, CLIP):
+        raise ValueError(f"{name} has a separate (Hugging Face) text tower, which is not supported")
+    if pretrained == "random":
+        weights_id = f"random-seed{seed}"
+    elif path.is_file():
+        weights_id = f"file-{_file_digest(path)}"
+    else:
+        weights_id = pretrained
+    return ClipBackbone(model, open_clip.get_tokenizer(tokenizer_name), f"{name}@{weights_id}")
+
+
+class ClipBackbone(nn.Module):
+    """A frozen open_clip CLIP with global and dense features on both sides."""
+
+    def __init__(self, model: CLIP, tokenizer, identity: str):
+        super().__init__()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self._identity = identity
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    # ----------------------------------------------------------------- properties
+    def identity(self) -> str:
+        """Architecture and weights, as used in cache keys."""
+        return self._identity
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.text_projection.shape[1]
+
+    @property
+    def token_width(self) -> int:
+        return self.model.token_embedding.embedding_dim
+
+    @property
+    def context_length(self) -> int:
+        return self.model.positional_embedding.shape[0]
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.token_embedding.weight.dtype
+
+    def train(self, mode: bool = True):
+        # The backbone is frozen: batch norm statistics never change.
+        return super().train(False)
+
+    # ----------------------------------------------------------------- text side
+    def tokenize(self, texts) -> torch.Tensor:
+        return self.tokenizer(list(texts))  # [N, L]
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.token_embedding(tokens)  # [N, L, W]
+
+    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor):
+        """Run the text transformer on token embeddings.
+
+        embeddings: [N, L, W] (L = context length); eot_index: [N] position of end-of-text.
+        Returns the projected end-of-text features [N, D] and per-token features [N, L, D].
+        """
+        model = self.model
+        x = embeddings + model.positional_embedding.to(embeddings.dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = model.ln_final(x)  # [N, L, W]
+        x = x @ model.text_projection if not isinstance(model.text_projection, nn.Linear) else model.text_projection(x)
+        eot = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [N, D]
+        return eot, x
+
+    @staticmethod
+    def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.argmax(dim=-1)  # end-of-text has the largest id in CLIP's vocabulary
+
+    @staticmethod
+    def content_mask(tokens: torch.Tensor) -> torch.Tensor:
+        """[N, L] True at the positions that carry the sentence: after start-of-text, up to
+        and including end-of-text. The start token is left out (under the causal mask its
+        feature is the same for every sentence) and so is the padding."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        eot = ClipBackbone.eot_positions(tokens)
+        return (positions[None, :] >= 1) & (positions[None, :] <= eot[:, None])
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor):
+        """Frozen text features of tokenised sentences: (eot [N, D], tokens [N, L, D], mask [N, L])."""
+        eot, per_token = self.encode_text_embeddings(self.token_embeddings(tokens), self.eot_positions(tokens))
+        return eot, per_token, self.content_mask(tokens)
+
+    # ----------------------------------------------------------------- image side
+    @torch.no_grad()
+    def encode_image_features(self, images: torch.Tensor):
+        """Global [B, D] and dense [B, P, D] image features (not normalised)."""
+        visual = self.model.visual
+        images = images.to(self.dtype)
+        if isinstance(visual, ModifiedResNet):
+            return self._resnet_features(visual, images)
+        if isinstance(visual, VisionTransformer):
+            return self._vit_features(visual, images)
+        raise TypeError(f"dense features are not implemented for {type(visual).__name__}")
+
+    @staticmethod
+    def _resnet_features(visual: ModifiedResNet, images: torch.Tensor):
+        x = visual.stem(images)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)  # [B, C, H, W]
+        pool = visual.attnpool
+        batch, channels, height, width = x.shape
+        x = x.flatten(2).permute(2, 0, 1)  # [HW, B, C]
+        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # [1 + HW, B, C]
+        x = x + _resized_grid_embedding(pool.positional_embedding, height, width)[:, None, :].to(x.dtype)
+        pooled, _ = F.multi_head_attention_forward(
+            query=x[:1], key=x, value=x,
+            embed_dim_to_check=channels, num_heads=pool.num_heads,
+            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+            v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+            out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True, training=False, need_weights=False,
+        )
+        global_feats = pooled[0]  # [B, D]
+        dense = pool.c_proj(pool.v_proj(x[1:]))  # [HW, B, D]
+        return global_feats, dense.permute(1, 0, 2)  # [B, D], [B, HW, D]
+
+    @staticmethod
+    def _vit_features(visual: VisionTransformer, images: torch.Tensor):
+        keep = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            pooled, tokens = visual(images)  # [B, D], [B, P, W]
+        finally:
+            visual.output_tokens = keep
+        if visual.final_ln_after_pool:
+            tokens = visual.ln_post(tokens)
+        return pooled, tokens @ visual.proj  # [B, D], [B, P, D]
+
+
+def _resized_grid_embedding(embedding: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The attention pool's positional embedding ([1 + S*S, C]) resized to a height x width grid."""
+    side = int(round((embedding.shape[0] - 1) ** 0.5))
+    if (side, side) == (height, width):
+        return embedding
+    grid = embedding[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)  # [1, C, S, S]
+    grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
+    grid = grid.to(embedding.dtype).permute(0, 2, 3, 1).reshape(height * width, -1)
+    return torch.cat([embedding[:1], grid], dim=0)
