@@ -28,6 +28,12 @@ TINY_CONFIGS = {
         vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16, head_width=16),
         text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
     ),
+    # The toy world's CLIP (hiprompt/toyworld): weights shipped as hiprompt/toyworld/toy_clip.pt.
+    "toy": dict(
+        embed_dim=64,
+        vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=12, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
+    ),
 }
 
 DOWNLOAD_HINT = (

@@ -1,0 +1,20 @@
+import os
+
+from hiprompt.data.coco import read_coco
+from hiprompt.data.test_set import ImageTestSet
+from hiprompt.registry import DATASET_REGISTRY
+
+
+@DATASET_REGISTRY.register()
+class COCO(ImageTestSet):
+    """MS-COCO: DATASET.ROOT holds annotations/instances_<split>.json and <split>/."""
+
+    def __init__(self, cfg):
+        super().__init__(
+            read_coco(
+                os.path.expanduser(cfg.DATASET.ROOT),
+                split=cfg.DATASET.TEST_SPLIT,
+                keep_unannotated=cfg.DATASET.KEEP_UNANNOTATED,
+                allow_missing=cfg.DATASET.ALLOW_MISSING_IMAGES,
+            )
+        )

@@ -1,0 +1,47 @@
+"""A torch Dataset of a MultiLabelImageSet's images that survives unreadable files."""
+
+import logging
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from hiprompt.data.base import MultiLabelImageSet
+
+logger = logging.getLogger(__name__)
+
+# What PIL raises for truncated, corrupt or non-image files.
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class ImageFeatureDataset(Dataset):
+    """Item i is `(image [3, H, W], i, ok)`.
+
+    An image that cannot be read or decoded gives a zero tensor and `ok=False` (logged), so a
+    run is not killed by one bad file; the caller reports those images and leaves them out of
+    the metrics.
+    """
+
+    def __init__(self, image_set: MultiLabelImageSet, transform):
+        self.image_set = image_set
+        self.transform = transform
+        self._blank = None  # [3, H, W] zeros, the stand-in for an unreadable image
+
+    def _placeholder(self) -> torch.Tensor:
+        if self._blank is None:
+            self._blank = torch.zeros_like(self.transform(Image.new("RGB", (64, 64))))
+        return self._blank
+
+    def __len__(self) -> int:
+        return len(self.image_set)
+
+    def __getitem__(self, index: int):
+        path = self.image_set.image_paths[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                tensor = self.transform(image)  # [3, H, W]
+        except _READ_ERRORS as err:
+            logger.warning("unreadable image %s: %s", path, err)
+            return self._placeholder(), index, False
+        return tensor, index, True

@@ -1,0 +1,81 @@
+"""A Dassl-shaped evaluator for multi-label test sets (metrics live in `hiprompt.metrics`).
+
+`evaluate()` prints a table and writes `<cfg.OUTPUT_DIR>/results_<split>.json` atomically:
+the headline metrics, per-class AP by class name, and the counts behind them.
+"""
+
+import os
+from collections import OrderedDict
+from typing import Optional
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from hiprompt.fileio import atomic_write_json
+from hiprompt.metrics import multilabel_metrics
+from hiprompt.registry import EVALUATOR_REGISTRY
+
+
+@EVALUATOR_REGISTRY.register()
+class MultiLabelEvaluator:
+    """Collects `[B, C]` scores and 0/1 labels batch by batch; `evaluate()` scores them all."""
+
+    def __init__(self, cfg, classnames=None, lab2cname=None, split: str = "test", topk: int = 3, **kwargs):
+        if classnames is None and lab2cname is not None:
+            classnames = [lab2cname[i] for i in sorted(lab2cname)]
+        self.classnames = list(classnames) if classnames is not None else None
+        self.output_dir = cfg.OUTPUT_DIR
+        self.split = split
+        self.topk = topk
+        self.reset()
+
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.output_dir, f"results_{self.split}.json")
+
+    def reset(self):
+        self._scores, self._labels, self._ignore = [], [], []
+
+    def process(self, scores: torch.Tensor, labels: torch.Tensor, ignore: Optional[torch.Tensor] = None):
+        """scores [B, C], labels [B, C] (0/1), ignore [B, C] bool or None."""
+        scores = torch.as_tensor(scores).detach().float().cpu().numpy()
+        labels = torch.as_tensor(labels).detach().cpu().numpy()
+        if scores.shape != labels.shape:
+            raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
+        if ignore is None:
+            ignore = np.zeros(scores.shape, dtype=bool)
+        self._scores.append(scores)
+        self._labels.append(labels)
+        self._ignore.append(torch.as_tensor(ignore).detach().cpu().numpy().astype(bool))
+
+    def evaluate(self) -> OrderedDict:
+        if not self._scores:
+            raise RuntimeError("MultiLabelEvaluator.evaluate() called before any process()")
+        scores = np.concatenate(self._scores)  # [N, C]
+        labels = np.concatenate(self._labels)  # [N, C]
+        ignore = np.concatenate(self._ignore)  # [N, C]
+        classnames = self.classnames or [str(c) for c in range(scores.shape[1])]
+        if len(classnames) != scores.shape[1]:
+            raise ValueError(f"{len(classnames)} class names for {scores.shape[1]} score columns")
+
+        metrics = multilabel_metrics(scores, labels, ignore=ignore, topk=self.topk)
+        per_class = metrics.pop("per_class_AP")
+        results = OrderedDict(
+            (name, value) for name, value in metrics.items() if name not in ("num_images", "num_classes_evaluated")
+        )  # mAP first: Dassl takes the first value as the run's result
+
+        print(tabulate([[name, f"{value:.2f}"] for name, value in results.items()], headers=["metric", "%"]))
+        print(f"{metrics['num_images']} images, {metrics['num_classes_evaluated']} classes with a positive")
+        atomic_write_json(
+            self.results_path,
+            {
+                "split": self.split,
+                "topk": self.topk,
+                "num_images": metrics["num_images"],
+                "num_classes_evaluated": metrics["num_classes_evaluated"],
+                "metrics": dict(results),
+                "per_class_AP": dict(zip(classnames, per_class)),
+            },
+        )
+        return results

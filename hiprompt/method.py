@@ -1,0 +1,58 @@
+"""The method's model: hierarchical prompts on a frozen CLIP, trained on text, applied to images."""
+
+import torch
+from torch import nn
+
+from .losses import order_loss, ranking_loss
+from .prompt_learner import ClassPromptEncoder, HierarchicalPromptLearner, context_counts
+from .scoring import fuse, global_scores, local_scores
+
+
+class PromptedCLIP(nn.Module):
+    """Prompt learner + the fixed hand-crafted anchor; the CLIP itself stays outside the state.
+
+    hp: the `TRAINER.HIPROMPT` config node.
+    """
+
+    def __init__(self, clip, classnames, groups: dict, hp):
+        super().__init__()
+        self.hp = hp
+        self.prompts = HierarchicalPromptLearner(
+            clip, classnames, groups, context_counts(hp), hp.TEMPLATE, hp.CTX_STD, hp.LOCAL_BRANCH
+        )
+        with torch.no_grad():
+            handcrafted = ClassPromptEncoder(clip, classnames, 0, hp.TEMPLATE)()  # [C, D]
+        self.register_buffer("handcrafted", handcrafted, persistent=False)
+
+    def text_scores(self, eot, tokens, mask, class_embeddings=None):
+        """Global and local scores of descriptions: eot [B, D], tokens [B, T, D], mask [B, T] -> [B, C] each."""
+        global_emb, local_emb = class_embeddings or self.prompts.class_embeddings()
+        return (global_scores(eot, global_emb),
+                local_scores(tokens, local_emb, self.hp.TAU_TEXT, mask))
+
+    def text_loss(self, eot, tokens, mask, labels):
+        """L = L_rank(S^G) + L_rank(S^L) + λ1 · L_order; returns (loss, parts for logging)."""
+        hp = self.hp
+        global_emb, local_emb = self.prompts.class_embeddings()
+        score_g, score_l = self.text_scores(eot, tokens, mask, (global_emb, local_emb))
+        parts = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN)}
+        loss = parts["rank_global"]
+        if hp.LOCAL_BRANCH:
+            parts["rank_local"] = ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN)
+            loss = loss + parts["rank_local"]
+        if hp.ORDER_LOSS:
+            order = order_loss(global_emb, self.handcrafted, hp.ORDER_TEMP)
+            if hp.LOCAL_BRANCH:
+                order = order + order_loss(local_emb, self.handcrafted, hp.ORDER_TEMP)
+            parts["order"] = order
+            loss = loss + hp.LAMBDA_ORDER * order
+        parts["loss"] = loss
+        return loss, {k: v.item() for k, v in parts.items()}
+
+    @torch.no_grad()
+    def image_scores(self, global_feats, dense_feats, class_embeddings):
+        """Fused scores of images: global [B, D], dense [B, P, D] -> [B, C]."""
+        global_emb, local_emb = class_embeddings
+        score_g = global_scores(global_feats, global_emb)
+        score_l = local_scores(dense_feats, local_emb, self.hp.TAU_IMAGE)
+        return fuse(score_g, score_l, self.hp.LAMBDA_FUSE)

@@ -1,0 +1,136 @@
+"""A small Dassl-shaped runtime: `TrainerX` and `build_trainer`.
+
+With Dassl installed, `TrainerBase` is Dassl's own `TrainerX` and trainers plug into its
+loop; without it, `BuiltinTrainerX` below runs the same methods in the same order
+(`build_data_loader`, `build_model`, then per epoch `run_epoch` -> `forward_backward`,
+checkpoints, and `test` at the end).
+"""
+
+import logging
+import random
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .checkpoint import PromptCheckpointing
+from .registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL
+
+log = logging.getLogger(__name__)
+
+
+def set_random_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def select_device(cfg) -> torch.device:
+    return torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
+
+
+class BuiltinTrainerX(PromptCheckpointing):
+    """The subset of Dassl's `TrainerX` that this project's trainers use."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = select_device(cfg)
+        self.output_dir = cfg.OUTPUT_DIR
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, lab2cname=self.lab2cname)
+
+    # -- models -------------------------------------------------------------------------
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        return list(self._models) if names is None else list(names)
+
+    def set_model_mode(self, mode="train", names=None):
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def model_zero_grad(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        loss.backward()
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def update_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names=None):
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # -- loop ---------------------------------------------------------------------------
+    def train(self):
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_model_if_exist(directory)
+        self.time_start = time.time()
+
+    def before_epoch(self):
+        pass
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        self.num_batches = len(self.train_loader_x)
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            summary = self.forward_backward(batch)
+            step = self.batch_idx + 1
+            if step % self.cfg.TRAIN.PRINT_FREQ == 0 or step == self.num_batches:
+                values = " ".join(f"{k} {v:.4f}" for k, v in summary.items())
+                log.info("epoch [%d/%d] batch [%d/%d] %s lr %.3e", self.epoch + 1,
+                         self.max_epoch, step, self.num_batches, values, self.get_current_lr())
+
+    def after_epoch(self):
+        last = self.epoch + 1 == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        if last or (freq > 0 and (self.epoch + 1) % freq == 0):
+            self.save_model(self.epoch, self.output_dir)
+
+    def after_train(self):
+        log.info("training took %.1f s", time.time() - self.time_start)
+        if not self.cfg.TEST.NO_TEST:
+            self.test()
+
+
+if USING_DASSL:
+    from dassl.engine import TrainerX as _DasslTrainerX
+
+    class TrainerBase(PromptCheckpointing, _DasslTrainerX):
+        """Dassl's TrainerX with this project's checkpoint handling."""
+
+else:
+    TrainerBase = BuiltinTrainerX
+
+
+def build_trainer(cfg):
+    """Instantiate the trainer registered as `cfg.TRAINER.NAME`."""
+    if not cfg.TRAINER.NAME:
+        raise ValueError("TRAINER.NAME is empty: pass --trainer (e.g. HierarchicalCoOp, ZeroshotCLIP)")
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)

@@ -1,0 +1,211 @@
+"""The trainer logic behind the `trainers/` plug-ins, shared by the built-in runtime and Dassl.
+
+Data: the image test set named by `DATASET.NAME` and, for learned prompts, the text corpus
+of the knowledge folder `DATASET.TEXT.DIR`. Frozen features (descriptions, images) are
+computed once and cached; a training step encodes only the prompts.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from . import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
+from .clip import build_clip
+from .data.transforms import TestTransform
+from .features import image_features
+from .fileio import atomic_write_json
+from .method import PromptedCLIP
+from .metrics import multilabel_metrics
+from .paths import cache_root
+from .registry import DATASET_REGISTRY
+from .text_features import text_features
+
+log = logging.getLogger(__name__)
+
+
+def build_optimizer(params, optim_cfg):
+    name = optim_cfg.NAME.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=optim_cfg.LR, momentum=optim_cfg.MOMENTUM,
+                               weight_decay=optim_cfg.WEIGHT_DECAY)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=optim_cfg.LR, weight_decay=optim_cfg.WEIGHT_DECAY)
+    raise ValueError(f"OPTIM.NAME={optim_cfg.NAME!r}: expected sgd, adam or adamw")
+
+
+def build_scheduler(optimizer, optim_cfg):
+    """Stepped once per epoch."""
+    name = optim_cfg.LR_SCHEDULER
+    if name == "multi_step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(optim_cfg.STEPSIZE), optim_cfg.GAMMA)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, optim_cfg.MAX_EPOCH)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"OPTIM.LR_SCHEDULER={name!r}: expected multi_step, cosine or constant")
+
+
+class PromptTraining:
+    """Mixin implementing Dassl's trainer hooks for prompts learned on text.
+
+    Subclasses (the plug-ins) combine it with `hiprompt.runtime.TrainerBase`.
+    """
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.HIPROMPT.PREC not in ("fp32", "bf16"):
+            raise ValueError(f"TRAINER.HIPROMPT.PREC={cfg.TRAINER.HIPROMPT.PREC!r}: expected fp32 or bf16")
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.CACHE_DIR) if self.cfg.CACHE_DIR else cache_root()
+
+    # -- data -----------------------------------------------------------------------------
+    def build_data_loader(self):
+        cfg = self.cfg
+        if not cfg.DATASET.NAME:
+            raise ValueError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml")
+        self.dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+        self.classnames = list(self.dataset.classnames)
+        self.lab2cname = dict(enumerate(self.classnames))
+        self.num_classes = len(self.classnames)
+        self.num_source_domains = 1
+        self.val_loader = self.test_loader = None
+        self.text_set = None
+        self.train_loader_x = None
+        if cfg.DATASET.TEXT.DIR:
+            self.text_set = DATASET_REGISTRY.get(cfg.DATASET.TEXT.NAME)(cfg, classnames=self.classnames)
+            self.train_index, self.holdout_index = self._split_corpus(len(self.text_set.corpus.texts))
+            labels = torch.from_numpy(self.text_set.corpus.labels)
+            generator = torch.Generator().manual_seed(max(cfg.SEED, 0))
+            self.train_loader_x = DataLoader(
+                TensorDataset(self.train_index, labels[self.train_index]),
+                batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, generator=generator,
+            )
+
+    def _split_corpus(self, count: int):
+        """Indices of training and held-out sentences (HOLDOUT fraction, fixed by SEED)."""
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(max(self.cfg.SEED, 0)))
+        n_holdout = int(round(self.cfg.DATASET.TEXT.HOLDOUT * count))
+        return order[n_holdout:].sort().values, order[:n_holdout].sort().values
+
+    # -- model ----------------------------------------------------------------------------
+    def prompt_groups(self) -> dict:
+        return self.text_set.groups if self.text_set is not None else {"coarse": [], "fine": []}
+
+    def build_model(self):
+        cfg = self.cfg
+        self.clip = build_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS).to(self.device)
+        self.model = PromptedCLIP(self.clip, self.classnames, self.prompt_groups(), cfg.TRAINER.HIPROMPT).to(self.device)
+        params = list(self.model.prompts.parameters())
+        optimizer = build_optimizer(params, cfg.OPTIM) if params else None
+        scheduler = build_scheduler(optimizer, cfg.OPTIM) if optimizer is not None else None
+        self.register_model("prompt_learner", self.model.prompts, optimizer, scheduler)
+        self.text_feats = None
+
+    def _autocast(self):
+        enabled = self.cfg.TRAINER.HIPROMPT.PREC == "bf16" and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def description_features(self):
+        if self.text_feats is None:
+            feats = text_features(self.clip, self.text_set.corpus.texts, self.cache_dir,
+                                  device=self.device)
+            self.text_feats = type(feats)(feats.eot.to(self.device), feats.tokens.to(self.device),
+                                          feats.mask.to(self.device))
+        return self.text_feats
+
+    # -- training -------------------------------------------------------------------------
+    def before_train(self):
+        if self.train_loader_x is None:
+            raise ValueError(
+                "no text to train on: set DATASET.TEXT.DIR to a knowledge folder made by "
+                "`python -m llm_knowledge` (or use --eval-only)"
+            )
+        if not self.model.prompts.learnable:
+            raise ValueError("all context counts are 0 (hand-crafted prompts): nothing to train; use --eval-only")
+        self.description_features()
+        self._write_run_info()
+        super().before_train()
+
+    def _write_run_info(self):
+        corpus = self.text_set.corpus
+        atomic_write_json(Path(self.output_dir) / "run_info.json", {
+            "trainer": self.cfg.TRAINER.NAME,
+            "backbone": self.clip.identity(),
+            "knowledge_dir": str(self.cfg.DATASET.TEXT.DIR),
+            "sentences": {"train": len(self.train_index), "holdout": len(self.holdout_index),
+                          "total": len(corpus.texts)},
+            "groups": self.prompt_groups(),
+            "config": json.loads(json.dumps(self.cfg)),
+        })
+
+    def parse_batch_train(self, batch):
+        index, labels = batch
+        feats = self.description_features()
+        index = index.to(self.device)
+        return (feats.eot[index], feats.tokens[index].float(), feats.mask[index]), labels.to(self.device)
+
+    def forward_backward(self, batch):
+        (eot, tokens, mask), labels = self.parse_batch_train(batch)
+        with self._autocast():
+            loss, parts = self.model.text_loss(eot, tokens, mask, labels)
+        self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return parts
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def class_embeddings(self):
+        self.model.eval()
+        with self._autocast():
+            global_emb, local_emb = self.model.prompts.class_embeddings()
+        return global_emb.float(), local_emb.float()
+
+    @torch.no_grad()
+    def evaluate_text(self, index=None):
+        """Metrics of the fused text scores on sentences of the corpus (default: the held-out ones)."""
+        index = self.holdout_index if index is None else index
+        if len(index) == 0:
+            raise ValueError("no held-out sentences: set DATASET.TEXT.HOLDOUT > 0")
+        feats = self.description_features()
+        embeddings = self.class_embeddings()
+        index = index.to(self.device)
+        score_g, score_l = self.model.text_scores(feats.eot[index], feats.tokens[index].float(),
+                                                  feats.mask[index], embeddings)
+        scores = self.model.hp.LAMBDA_FUSE * score_g + (1 - self.model.hp.LAMBDA_FUSE) * score_l
+        labels = self.text_set.corpus.labels[index.cpu().numpy()]
+        return multilabel_metrics(scores.cpu().numpy(), labels)
+
+    @torch.no_grad()
+    def test(self, split=None):
+        cfg = self.cfg
+        image_set = self.dataset.test
+        transform = TestTransform.from_cfg(cfg)
+        feats = image_features(
+            self.clip, image_set, transform.build(), transform.key,
+            self.cache_dir / "image_features", batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
+            num_workers=cfg.DATALOADER.NUM_WORKERS, device=self.device,
+        )
+        if len(feats.corrupt_paths):
+            log.warning("%d unreadable images left out of the evaluation: %s",
+                        len(feats.corrupt_paths), list(feats.corrupt_paths)[:5])
+        embeddings = self.class_embeddings()
+        scores = []
+        chunk = 256
+        for start in range(0, len(image_set.image_paths), chunk):
+            global_feats = torch.tensor(np.asarray(feats.global_feats[start:start + chunk]), device=self.device).float()
+            dense_feats = torch.tensor(np.asarray(feats.dense_feats[start:start + chunk]), device=self.device).float()
+            scores.append(self.model.image_scores(global_feats, dense_feats, embeddings).cpu())
+        scores = torch.cat(scores)  # [N, C]
+        ok = torch.as_tensor(np.asarray(feats.ok), dtype=torch.bool)
+        labels = torch.as_tensor(image_set.labels)
+        ignore = torch.as_tensor(image_set.ignore)[ok] if image_set.ignore is not None else None
+        self.evaluator.reset()
+        self.evaluator.process(scores[ok], labels[ok], ignore)
+        return self.evaluator.evaluate()

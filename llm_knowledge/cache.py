@@ -1,0 +1,47 @@
+"""The append-only answer cache: every prompt and raw answer, keyed by who answered it.
+
+A record is written (and synced) as soon as its answer arrives, so a run killed at any
+moment loses at most the answers in flight; `JsonlLog` skips a torn last line. The key
+covers the back-end's whole identity (name, model hash or server model name, generation
+settings) and the prompt, so a different model or setting never reuses an answer.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from hiprompt.fileio import JsonlLog
+
+
+def answer_key(identity: dict, prompt: str) -> str:
+    payload = json.dumps({"identity": identity, "prompt": prompt}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class AnswerCache:
+    """Answers of one back-end identity, stored in `<cache_dir>/answers.jsonl`."""
+
+    def __init__(self, cache_dir, identity: dict):
+        self.path = Path(cache_dir) / "answers.jsonl"
+        self.identity = identity
+        self._log = JsonlLog(self.path)
+        self._answers = {}
+        for record in self._log.read():
+            if "key" in record and isinstance(record.get("answer"), str):
+                self._answers.setdefault(record["key"], record["answer"])
+
+    def key(self, prompt: str) -> str:
+        return answer_key(self.identity, prompt)
+
+    def get(self, prompt: str):
+        """The cached answer to `prompt`, or None."""
+        return self._answers.get(self.key(prompt))
+
+    def put(self, prompt: str, answer: str) -> None:
+        key = self.key(prompt)
+        if key in self._answers:
+            return
+        self._log.append(
+            {"key": key, "identity": self.identity, "prompt": prompt, "answer": answer}
+        )
+        self._answers[key] = answer

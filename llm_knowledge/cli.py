@@ -1,0 +1,153 @@
+"""`llm-knowledge` / `python -m llm_knowledge`: class names in, training knowledge out."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set
+from hiprompt.paths import cache_root
+from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, backend_names
+from llm_knowledge.counts import PROFILES, Counts, build_counts
+from llm_knowledge.pipeline import STAGES, RunConfig, run
+from llm_knowledge.synonyms import default_synonyms
+
+_DEFAULTS = BackendOptions()
+
+
+def read_classes(spec: str):
+    """(label names, source): a built-in set's name, or a text file with one class a line
+    (blank lines and lines starting with '#' are skipped)."""
+    if spec in BUILTIN_CLASS_SETS:
+        return builtin_class_set(spec), spec
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(
+            f"--classes {spec!r}: neither a built-in class set ({sorted(BUILTIN_CLASS_SETS)}) "
+            "nor an existing file"
+        )
+    classes, seen = [], {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in seen:
+            raise ValueError(f"{path}:{number}: class {name!r} repeats line {seen[name]}")
+        seen[name] = number
+        classes.append(name)
+    if not classes:
+        raise ValueError(f"{path}: no class names (expected one class name per line)")
+    return classes, str(path)
+
+
+def read_synonyms(path: str, classes) -> dict:
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--synonyms {path}: cannot read JSON: {error}") from None
+    if not isinstance(table, dict) or not all(
+        isinstance(v, list) and all(isinstance(s, str) for s in v) for v in table.values()
+    ):
+        raise ValueError(f"--synonyms {path}: expected {{class: [synonym, ...]}}")
+    unknown = sorted(set(table) - set(classes))
+    if unknown:
+        raise ValueError(f"--synonyms {path}: keys {unknown} are not among the classes")
+    return {label: list(table.get(label, [])) for label in classes}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    counts_help = "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items())
+        for name, counts in PROFILES.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="llm-knowledge",
+        description=(
+            "Ask an LLM the knowledge questions of the paper (common and class attributes, "
+            "descriptions, attribute filtering, scene groups, relationships) for a list of "
+            "classes, and write the folder the prompt trainer reads: classnames.txt, "
+            "attributes.json, groups.json, corpus.jsonl, synonyms.json, manifest.json. "
+            "Every answer is cached: a rerun asks nothing again, a killed run resumes."
+        ),
+        epilog=f"count profiles: {counts_help}. See docs/llm_knowledge.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    what = parser.add_argument_group("what to ask")
+    what.add_argument("--classes", required=True,
+                      help=f"a built-in class set ({', '.join(BUILTIN_CLASS_SETS)}) or a text "
+                           "file with one class name per line")
+    what.add_argument("--synonyms", default=None,
+                      help="JSON file {class: [synonym, ...]} for labelling sentences "
+                           "(default: the built-in lists)")
+    what.add_argument("--profile", default="paper", choices=sorted(PROFILES),
+                      help="named set of counts")
+    what.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="NAME=N",
+                      help=f"override one count, repeatable; NAME is one of "
+                           f"{', '.join(Counts.__dataclass_fields__)}")
+    what.add_argument("--stages", default=",".join(STAGES),
+                      help="comma-separated stages to run (the stages they need are added)")
+    where = parser.add_argument_group("where")
+    where.add_argument("--out", required=True, help="output folder for this class set")
+    where.add_argument("--cache-dir", default=None,
+                       help="answer cache folder (default: $HIPROMPT_CACHE/llm, see "
+                            "hiprompt.paths.cache_root)")
+    llm = parser.add_argument_group("back-end")
+    llm.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),
+                     help="who answers")
+    llm.add_argument("--model", default=_DEFAULTS.model,
+                     help="model file (chatglm-cpp: GGML .bin; llama-cpp: .gguf) or the "
+                          "server's model name (openai; default: the first it lists)")
+    llm.add_argument("--max-tokens", type=int, default=_DEFAULTS.max_tokens,
+                     help="new tokens per answer")
+    llm.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
+                     help="0 decodes greedily (reproducible)")
+    llm.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="sampling seed")
+    llm.add_argument("--n-ctx", type=int, default=_DEFAULTS.n_ctx,
+                     help="context length of a local model")
+    llm.add_argument("--base-url", default=_DEFAULTS.base_url,
+                     help="OpenAI-compatible server (openai back-end)")
+    llm.add_argument("--api-key-env", default=_DEFAULTS.api_key_env,
+                     help="environment variables tried for the API key, comma-separated")
+    llm.add_argument("--concurrency", type=int, default=_DEFAULTS.concurrency,
+                     help="requests in flight (openai back-end)")
+    llm.add_argument("--timeout", type=float, default=_DEFAULTS.timeout,
+                     help="seconds per request (openai back-end)")
+    llm.add_argument("--retries", type=int, default=_DEFAULTS.retries,
+                     help="retries with exponential back-off (openai back-end)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar and no summary table")
+    return parser
+
+
+def config_from_args(args) -> RunConfig:
+    classes, source = read_classes(args.classes)
+    synonyms = (read_synonyms(args.synonyms, classes) if args.synonyms
+                else default_synonyms(classes, args.classes))
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else cache_root() / "llm"
+    options = BackendOptions(
+        model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
+        seed=args.seed, n_ctx=args.n_ctx, base_url=args.base_url,
+        api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
+        retries=args.retries, cache_dir=str(cache_dir),
+    )
+    return RunConfig(
+        classnames=classes, out_dir=Path(args.out), cache_dir=cache_dir,
+        counts=build_counts(args.profile, args.overrides), profile=args.profile,
+        backend=args.backend, options=options, stages=stages, synonyms=synonyms,
+        source=source, progress=not args.no_progress,
+    )
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        manifest = run(config_from_args(args))
+    except (ValueError, KeyError, BackendError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"llm-knowledge: error: {message}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({sum(manifest['corpus'].values())} sentences, "
+          f"{manifest['llm_calls']} LLM calls)")
+    return 0

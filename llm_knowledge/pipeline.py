@@ -1,0 +1,345 @@
+"""The knowledge stage end to end: ask the questions of METHOD.md §2, parse, label, write.
+
+Stages (each adds what it needs first): `attributes` (Π1a, Π1b), `coarse` (Π2 over the
+common and class attributes), `fine` (Π3 filtering, then Π2 over the kept attributes),
+`groups` (Π4 coarse groups, Π4b fine groups inside each coarse group of three or more
+classes; a two-class group is its own fine group) and `relation` (Π5 over pairs of classes
+of one group, coarse and fine, at most `n_pairs` per group, chosen with `seed`).
+
+Every answer goes through the `AnswerCache` first, so a rerun asks nothing again.
+"""
+
+import itertools
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from tabulate import tabulate
+from tqdm import tqdm
+
+from hiprompt.fileio import atomic_write_json, atomic_write_text
+from llm_knowledge import questions as Q
+from llm_knowledge.backends import BackendOptions, create_backend
+from llm_knowledge.cache import AnswerCache
+from llm_knowledge.counts import Counts
+from llm_knowledge.labelling import Labeller
+from llm_knowledge.parsing import parse_attributes, parse_groups, parse_sentences
+
+STAGES = ("attributes", "coarse", "fine", "groups", "relation")
+_NEEDS = {"coarse": ("attributes",), "fine": ("attributes",), "relation": ("groups",)}
+
+
+def resolve_stages(stages) -> Tuple[str, ...]:
+    """`stages` plus the stages they need, in pipeline order."""
+    wanted = set()
+    for stage in stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected some of {STAGES}")
+        wanted.add(stage)
+        wanted.update(_NEEDS.get(stage, ()))
+    return tuple(s for s in STAGES if s in wanted)
+
+
+@dataclass
+class RunConfig:
+    classnames: List[str]
+    out_dir: Path
+    cache_dir: Path
+    counts: Counts
+    profile: str = "custom"
+    backend: str = "chatglm-cpp"
+    options: BackendOptions = field(default_factory=BackendOptions)
+    stages: Tuple[str, ...] = STAGES
+    synonyms: Dict[str, list] = field(default_factory=dict)
+    source: str = ""  # the class set's name or the class file, for the manifest
+    progress: bool = True
+
+
+class _Asker:
+    """Asks questions through the cache and keeps per-kind statistics."""
+
+    def __init__(self, backend, cache: AnswerCache, bar):
+        self.backend = backend
+        self.cache = cache
+        self.bar = bar
+        self.llm_calls = 0
+        self.stats = defaultdict(Counter)
+        self.unusable = defaultdict(Counter)
+
+    def ask(self, questions: List[Q.Question]) -> List[str]:
+        answers: Dict[str, str] = {}
+        todo = []
+        for question in questions:
+            self.stats[question.kind]["asked"] += 1
+            cached = self.cache.get(question.prompt)
+            if cached is not None:
+                answers[question.prompt] = cached
+                self.stats[question.kind]["from_cache"] += 1
+                self.bar.update(1)
+            elif question.prompt not in {q.prompt for q in todo}:
+                todo.append(question)
+        for question, answer in zip(todo, self.backend.answer_many(todo)):
+            self.cache.put(question.prompt, answer)
+            answers[question.prompt] = answer
+            self.llm_calls += 1
+            self.stats[question.kind]["llm_calls"] += 1
+            self.bar.update(1)
+        return [answers[q.prompt] for q in questions]
+
+    def record(self, question: Q.Question, parsed) -> None:
+        stats = self.stats[question.kind]
+        if parsed.refused:
+            stats["refused"] += 1
+        elif parsed.items:
+            stats["answered"] += 1
+        stats["items"] += len(parsed.items)
+        if question.count:
+            stats["shortfall"] += max(0, question.count - len(parsed.items))
+        self.unusable[question.kind].update(parsed.rejected)
+
+    def summary(self) -> dict:
+        result = {}
+        for kind in Q.KINDS:
+            if kind in self.stats:
+                entry = {k: self.stats[kind][k] for k in
+                         ("asked", "from_cache", "llm_calls", "answered", "refused", "items",
+                          "shortfall")}
+                entry["unusable"] = sum(self.unusable[kind].values())
+                entry["unusable_by_reason"] = dict(sorted(self.unusable[kind].items()))
+                result[kind] = entry
+        return result
+
+
+def _unique(items) -> list:
+    return list(dict.fromkeys(items))
+
+
+def _plan_estimate(stages, counts: Counts, n_classes: int, known: dict) -> int:
+    """Questions still to ask, from the counts and what earlier stages already found."""
+    n_attrs = known.get("n_attrs", n_classes * (counts.n_common + counts.n_class))
+    n_groups = known.get("n_groups", max(1, -(-n_classes // 5)))
+    total = 0
+    if "attributes" in stages:
+        total += 1 + n_classes
+    if "coarse" in stages:
+        total += n_attrs
+    if "fine" in stages:
+        total += n_classes + n_classes * counts.n_keep
+    if "groups" in stages:
+        total += 1 + n_groups
+    if "relation" in stages:
+        total += counts.n_pairs * 2 * n_groups
+    return total
+
+
+class KnowledgeRun:
+    def __init__(self, config: RunConfig, backend=None):
+        if not config.classnames:
+            raise ValueError("no class names given")
+        duplicates = sorted(n for n, k in Counter(config.classnames).items() if k > 1)
+        if duplicates:
+            raise ValueError(f"class names repeat: {duplicates}")
+        self.config = config
+        self.stages = resolve_stages(config.stages)
+        self.labeller = Labeller(config.classnames, config.synonyms)
+        self.backend = backend or create_backend(
+            config.backend, _with_cache_dir(config.options, config.cache_dir)
+        )
+        self.identity = self.backend.identity()
+        self.cache = AnswerCache(Path(config.cache_dir), self.identity)
+        self.corpus: List[dict] = []
+        self.attributes = {"common": [], "per_class": {}, "filtered": {}}
+        self.groups = {"coarse": [], "fine": []}
+
+    # -- stages -------------------------------------------------------------------------
+
+    def _attributes(self, asker):
+        counts, classes = self.config.counts, self.config.classnames
+        questions = [Q.common_attributes(classes, counts.n_common)]
+        questions += [Q.class_attributes(c, counts.n_class) for c in classes]
+        answers = asker.ask(questions)
+        for question, answer in zip(questions, answers):
+            limit = question.count
+            parsed = parse_attributes(answer, limit)
+            asker.record(question, parsed)
+            if question.kind == "common_attributes":
+                self.attributes["common"] = parsed.items
+            else:
+                self.attributes["per_class"][question.classes[0]] = parsed.items
+
+    def _candidates(self, label) -> list:
+        return _unique(self.attributes["common"] + self.attributes["per_class"].get(label, []))
+
+    def _describe(self, asker, attributes_of: dict, kind: str):
+        counts = self.config.counts
+        questions = [
+            Q.describe(label, attribute, counts.n_sentences)
+            for label in self.config.classnames
+            for attribute in attributes_of.get(label, [])
+        ]
+        self._sentences(asker, questions, kind)
+
+    def _sentences(self, asker, questions, kind: str):
+        for question, answer in zip(questions, asker.ask(questions)):
+            parsed = parse_sentences(answer, question.count)
+            asker.record(question, parsed)
+            for text in parsed.items:
+                self.corpus.append({
+                    "text": text,
+                    "asked": list(question.classes),
+                    "found": self.labeller.find(text),
+                    "kind": kind,
+                    "question": question.prompt,
+                })
+
+    def _filter(self, asker):
+        counts = self.config.counts
+        questions = [
+            Q.filter_attributes(label, self._candidates(label), counts.n_keep)
+            for label in self.config.classnames
+            if self._candidates(label)
+        ]
+        for question, answer in zip(questions, asker.ask(questions)):
+            parsed = parse_attributes(answer)
+            allowed = set(question.attributes)
+            kept = [a for a in parsed.items if a in allowed][: question.count]
+            parsed.rejected["not_in_list"] += sum(1 for a in parsed.items if a not in allowed)
+            parsed.rejected["surplus"] += sum(1 for a in parsed.items if a in allowed) - len(kept)
+            parsed.items = kept
+            asker.record(question, parsed)
+            self.attributes["filtered"][question.classes[0]] = kept
+
+    def _groups(self, asker):
+        classes = self.config.classnames
+        question = Q.coarse_groups(classes)
+        (answer,) = asker.ask([question])
+        parsed = parse_groups(answer, self.labeller, classes)
+        asker.record(question, parsed)
+        self.groups["coarse"] = parsed.items
+        split = [g for g in self.groups["coarse"] if len(g) >= 3]
+        questions = [Q.fine_groups(g) for g in split]
+        fine = []
+        for question, answer in zip(questions, asker.ask(questions)):
+            parsed = parse_groups(answer, self.labeller, question.classes)
+            asker.record(question, parsed)
+            fine.extend(parsed.items)
+        fine.extend(g for g in self.groups["coarse"] if len(g) == 2)
+        order = {label: i for i, label in enumerate(classes)}
+        self.groups["fine"] = sorted(fine, key=lambda g: order[g[0]])
+
+    def _pairs(self) -> list:
+        pairs = []
+        for group in self.groups["coarse"] + self.groups["fine"]:
+            combos = list(itertools.combinations(group, 2))
+            if len(combos) > self.config.counts.n_pairs:
+                chooser = random.Random(f"{self.config.counts.seed}:{'|'.join(group)}")
+                combos = sorted(chooser.sample(combos, self.config.counts.n_pairs),
+                                key=combos.index)
+            pairs.extend(combos)
+        return _unique(pairs)
+
+    def _relation(self, asker):
+        n = self.config.counts.n_relation
+        questions = [Q.relation(a, b, n) for a, b in self._pairs()]
+        self._sentences(asker, questions, "relation")
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        config, counts = self.config, self.config.counts
+        started = time.time()
+        n_classes = len(config.classnames)
+        bar = tqdm(total=_plan_estimate(self.stages, counts, n_classes, {}), unit="q",
+                   desc="LLM questions", disable=not config.progress, dynamic_ncols=True)
+        asker = _Asker(self.backend, self.cache, bar)
+        known = {}
+
+        def replan(remaining_stages):
+            bar.total = bar.n + _plan_estimate(remaining_stages, counts, n_classes, known)
+            bar.refresh()
+
+        with bar:
+            for index, stage in enumerate(self.stages):
+                replan(self.stages[index:])
+                if stage == "attributes":
+                    self._attributes(asker)
+                    known["n_attrs"] = sum(len(self._candidates(c)) for c in config.classnames)
+                elif stage == "coarse":
+                    self._describe(asker, {c: self._candidates(c) for c in config.classnames},
+                                   "coarse")
+                elif stage == "fine":
+                    self._filter(asker)
+                    replan(self.stages[index + 1:])
+                    bar.total += sum(len(v) for v in self.attributes["filtered"].values())
+                    self._describe(asker, self.attributes["filtered"], "fine")
+                elif stage == "groups":
+                    self._groups(asker)
+                    known["n_groups"] = len(self.groups["coarse"])
+                elif stage == "relation":
+                    self._relation(asker)
+            bar.total = bar.n
+            bar.refresh()
+        manifest = self._write(asker, time.time() - started)
+        if config.progress:
+            print(format_summary(manifest))
+        return manifest
+
+    def _write(self, asker, seconds: float) -> dict:
+        config, out = self.config, Path(self.config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "classnames.txt", "".join(f"{c}\n" for c in config.classnames))
+        atomic_write_json(out / "synonyms.json",
+                          {c: list(config.synonyms.get(c, [])) for c in config.classnames})
+        if "attributes" in self.stages:
+            atomic_write_json(out / "attributes.json", self.attributes)
+        if "groups" in self.stages:
+            atomic_write_json(out / "groups.json", self.groups)
+        if {"coarse", "fine", "relation"} & set(self.stages):
+            atomic_write_text(out / "corpus.jsonl", "".join(
+                json.dumps(record, ensure_ascii=False) + "\n" for record in self.corpus))
+        manifest = {
+            "classes": config.source,
+            "n_classes": len(config.classnames),
+            "backend": self.identity,
+            "profile": config.profile,
+            "counts": config.counts.as_dict(),
+            "stages": list(self.stages),
+            "questions": asker.summary(),
+            "llm_calls": asker.llm_calls,
+            "corpus": dict(Counter(r["kind"] for r in self.corpus)),
+            "cache": str(self.cache.path),
+            "time_s": round(seconds, 3),
+        }
+        atomic_write_json(out / "manifest.json", manifest)
+        return manifest
+
+
+def _with_cache_dir(options: BackendOptions, cache_dir) -> BackendOptions:
+    return replace(options, cache_dir=str(cache_dir))
+
+
+def format_summary(manifest: dict) -> str:
+    """The end-of-run table: questions, answers and unusable items per question type."""
+    rows = []
+    for kind, s in manifest["questions"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in s["unusable_by_reason"].items()) or "-"
+        rows.append([kind, s["asked"], s["from_cache"], s["llm_calls"], s["answered"],
+                     s["refused"], s["items"], s["shortfall"], s["unusable"], reasons])
+    table = tabulate(rows, headers=["question", "asked", "cached", "LLM calls", "answered",
+                                    "refused", "items", "short", "unusable", "why unusable"])
+    corpus = ", ".join(f"{k} {v}" for k, v in manifest["corpus"].items()) or "none"
+    return (f"{table}\ncorpus sentences: {corpus}; LLM calls: {manifest['llm_calls']}; "
+            f"time: {manifest['time_s']:.1f} s")
+
+
+def run(config: RunConfig, backend=None) -> dict:
+    """Run the knowledge stage for `config`; returns the manifest (also written to
+    `config.out_dir/manifest.json`). `backend` overrides the one named in `config`."""
+    return KnowledgeRun(config, backend).run()
+
+
+__all__ = ["RunConfig", "STAGES", "format_summary", "resolve_stages", "run"]

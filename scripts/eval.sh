@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Evaluate trained runs (or the hand-crafted zero-shot prompts) without training.
+#
+#   bash scripts/eval.sh DATASET BACKBONE NCTX [KEY VALUE ...]   # reloads the runs of main.sh
+#   bash scripts/eval.sh DATASET BACKBONE zeroshot              # hand-crafted prompts
+#
+# Same environment variables as scripts/main.sh. Results: <run>/eval/results_test.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $# -lt 3 ]]; then sed -n '2,8p' "$0"; exit 2; fi
+DATASET=$1; BACKBONE=$2; NCTX=$3; shift 3
+OPTS=("$@")
+DATA=${DATA:-data/${DATASET}}
+KNOWLEDGE=${KNOWLEDGE:-knowledge/${DATASET}}
+OUTPUT=${OUTPUT:-output}
+SEEDS=${SEEDS:-"1 2 3"}
+if [[ $NCTX == zeroshot ]]; then
+    DIR=${OUTPUT}/${DATASET}/ZeroshotCLIP/${BACKBONE}
+    python train.py --root "$DATA" --trainer ZeroshotCLIP ${HIPROMPT_WEIGHTS:+--weights "$HIPROMPT_WEIGHTS"} \
+        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+        --config-file "configs/trainers/ZeroshotCLIP/${BACKBONE}.yaml" \
+        --output-dir "$DIR" --eval-only "${OPTS[@]}"
+    exit 0
+fi
+
+source scripts/common.sh
+for SEED in $SEEDS; do
+    DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${RUN}/seed${SEED}
+    python train.py --root "$DATA" --seed "$SEED" --trainer HierarchicalCoOp ${HIPROMPT_WEIGHTS:+--weights "$HIPROMPT_WEIGHTS"} \
+        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+        --config-file "configs/trainers/HierarchicalCoOp/${BACKBONE}.yaml" \
+        --output-dir "${DIR}/eval" --eval-only --model-dir "$DIR" \
+        DATASET.TEXT.DIR "$KNOWLEDGE" "${CTX_OPTS[@]}" "${OPTS[@]}"
+done

@@ -1,0 +1,54 @@
+"""Shared test fixtures: the tiny random CLIP, a small knowledge folder, the shared data."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HIPROMPT_RUNTIME", "builtin")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    from hiprompt.clip import build_clip
+
+    return build_clip("tiny", "random", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HIPROMPT_CACHE", str(tmp_path_factory.getbasetemp() / "hiprompt-cache"))
+
+
+def coco_mini_root() -> Path:
+    root = SHARED_DATA / "coco-mini"
+    if not (root / "annotations" / "instances_val2017.json").is_file():
+        pytest.skip(f"../shared/data/coco-mini is absent ({root}): real COCO images are needed")
+    return root
+
+
+def voc_mini_root() -> Path:
+    root = SHARED_DATA / "voc2007-mini"
+    if not (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main").is_dir():
+        pytest.skip(f"../shared/data/voc2007-mini is absent ({root}): real VOC lists are needed")
+    return root
+
+
+def write_knowledge_folder(folder: Path, classnames, groups, sentences) -> Path:
+    """A knowledge folder in the `llm_knowledge` output format.
+
+    sentences: (text, [classes], kind) triples; `asked` and `found` both get the classes.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classnames.txt").write_text("\n".join(classnames) + "\n")
+    (folder / "groups.json").write_text(json.dumps(groups))
+    with open(folder / "corpus.jsonl", "w") as handle:
+        for text, labels, kind in sentences:
+            record = {"text": text, "asked": labels, "found": labels, "kind": kind, "question": "test"}
+            handle.write(json.dumps(record) + "\n")
+    return folder

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from hiprompt.data import DataLayoutError, read_custom_csv
+
+
+def _images(folder: Path, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"x")
+
+
+def test_custom_csv_relative_and_absolute_paths(tmp_path):
+    _images(tmp_path / "img", "a.jpg", "b.jpg")
+    absolute = tmp_path / "elsewhere" / "c.jpg"
+    _images(absolute.parent, "c.jpg")
+    csv_path = tmp_path / "set.csv"
+    csv_path.write_text(f"image,labels\nimg/a.jpg,dog|cat\nimg/b.jpg,\n{absolute}, cat \n")
+    image_set = read_custom_csv(csv_path)
+    assert image_set.name == "set"
+    assert image_set.classnames == ["cat", "dog"]  # sorted union
+    assert image_set.image_paths == [str(tmp_path / "img" / "a.jpg"), str(tmp_path / "img" / "b.jpg"), str(absolute)]
+    assert image_set.labels.tolist() == [[1, 1], [0, 0], [1, 0]]
+
+
+def test_classnames_file_fixes_order_and_rejects_unknown_labels(tmp_path):
+    _images(tmp_path, "a.jpg", "b.jpg")
+    names = tmp_path / "classes.txt"
+    names.write_text("zebra\n\ndog\ncat\n")
+    csv_path = tmp_path / "set.csv"
+    csv_path.write_text("image,labels\na.jpg,dog\nb.jpg,cat|zebra\n")
+    assert read_custom_csv(csv_path, classnames_file=names).labels.tolist() == [[0, 1, 0], [1, 0, 1]]
+
+    csv_path.write_text("image,labels\na.jpg,dog\nb.jpg,cat|horse\n")
+    with pytest.raises(DataLayoutError, match=r"set\.csv, line 3: label 'horse'.*classes\.txt"):
+        read_custom_csv(csv_path, classnames_file=names)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("img,label\na.jpg,dog\n", r"line 1: header"),
+        ("image,labels\na.jpg,dog\na.jpg,cat\n", r"line 3: image 'a\.jpg' already listed on line 2"),
+        ("image,labels\na.jpg,dog,cat\n", r"line 2: .*expected `<image path>,<label>\|<label>"),
+        ("image,labels\n", r"no image rows"),
+    ],
+)
+def test_malformed_csv_names_file_and_line(tmp_path, text, message):
+    _images(tmp_path, "a.jpg")
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text(text)
+    with pytest.raises(DataLayoutError, match=rf"bad\.csv.*{message}"):
+        read_custom_csv(csv_path)
+
+
+def test_duplicate_class_name_and_missing_files_are_named(tmp_path):
+    names = tmp_path / "classes.txt"
+    names.write_text("dog\ncat\ndog\n")
+    csv_path = tmp_path / "set.csv"
+    csv_path.write_text("image,labels\na.jpg,dog\n")
+    with pytest.raises(DataLayoutError, match=r"classes\.txt, line 3: class 'dog' already listed on line 1"):
+        read_custom_csv(csv_path, classnames_file=names)
+    with pytest.raises(DataLayoutError, match=r"nope\.csv"):
+        read_custom_csv(tmp_path / "nope.csv")

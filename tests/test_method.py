@@ -1,0 +1,113 @@
+"""The method's pieces against hand-computed values, and its structural guarantees."""
+
+import math
+
+import pytest
+import torch
+
+from hiprompt.losses import order_loss, ranking_loss
+from hiprompt.prompt_learner import HierarchicalPromptLearner, slot_assignment
+from hiprompt.scoring import fuse, global_scores, local_scores
+
+
+def test_ranking_loss_hand_computed():
+    scores = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.8, 0.3]])
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 1]])
+    # sample 1: pairs (0,1): 1-0.9+0.2=0.3, (0,2): 1-0.9+0.5=0.6 -> mean 0.45
+    # sample 2: pairs (1,0): 1-0.8+0.1=0.3, (2,0): 1-0.3+0.1=0.8 -> mean 0.55
+    assert ranking_loss(scores, labels, margin=1.0).item() == pytest.approx(0.5)
+
+
+def test_ranking_loss_ignores_samples_without_negatives_and_is_zero_beyond_margin():
+    scores = torch.tensor([[5.0, 0.0], [1.0, 2.0]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert ranking_loss(scores, labels, margin=1.0).item() == 0.0
+
+
+def test_order_loss_value_and_direction():
+    learned = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    hand = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    p = math.e / (math.e + 1)  # learned rows: softmax([1, 0]) (and its mirror)
+    kl_learned_hand = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    kl_hand_learned = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))
+    value = order_loss(learned, hand, temperature=1.0).item()
+    assert value == pytest.approx(kl_learned_hand, abs=1e-6)
+    assert value != pytest.approx(kl_hand_learned, abs=1e-3)
+    assert order_loss(hand, hand, temperature=1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_order_loss_gradient_reaches_learned_side_only():
+    learned = torch.randn(4, 8, requires_grad=True)
+    hand = torch.randn(4, 8, requires_grad=True)
+    order_loss(learned, hand, 0.1).backward()
+    assert learned.grad is not None and learned.grad.abs().sum() > 0
+    assert hand.grad is None
+
+
+def test_local_aggregation_hand_computed_and_masked():
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [B=1, T=2, D=2]
+    classes = torch.tensor([[1.0, 0.0]])  # cosine 1 with token 0, 0 with token 1
+    weight = math.e / (math.e + 1)
+    assert local_scores(features, classes, tau=1.0).item() == pytest.approx(weight)
+    mask = torch.tensor([[True, False]])
+    assert local_scores(features, classes, tau=1.0, mask=mask).item() == pytest.approx(1.0)
+    only_second = torch.tensor([[False, True]])
+    assert local_scores(features, classes, tau=1.0, mask=only_second).item() == pytest.approx(0.0)
+
+
+def test_global_scores_are_cosines_and_fusion_weights():
+    feats = torch.tensor([[3.0, 0.0]])
+    classes = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    assert global_scores(feats, classes).tolist()[0] == pytest.approx([1 / math.sqrt(2), 0.0])
+    fused = fuse(torch.tensor([1.0]), torch.tensor([0.0]), 0.65)
+    assert fused.item() == pytest.approx(0.65)
+
+
+def test_slot_assignment_groups_then_own_slots():
+    slots = slot_assignment(["a", "b", "c", "d"], [["b", "d"], ["c", "b"]])
+    assert slots[1] == slots[3]  # b, d share group 0 (b keeps its first group)
+    assert slots[2] != slots[1] and slots[0] not in (slots[1], slots[2])
+    assert sorted(set(slots.tolist())) == list(range(3))
+
+
+def test_token_sharing_matches_groups_exactly(tiny_clip):
+    classnames = ["cat", "dog", "car", "bus", "cup"]
+    groups = {"coarse": [["cat", "dog"], ["car", "bus"]], "fine": [["car", "bus"]]}
+    counts = {"shared": 3, "coarse": 2, "fine": 2, "class": 1}
+    learner = HierarchicalPromptLearner(tiny_clip, classnames, groups, counts, "a photo of a {}.")
+    ctx = learner.global_context()  # [C, M, W]
+    assert ctx.shape == (5, 8, tiny_clip.token_width)
+    shared, coarse, fine, own = ctx[:, :3], ctx[:, 3:5], ctx[:, 5:7], ctx[:, 7:]
+    assert all(torch.equal(shared[0], shared[i]) for i in range(5))
+    assert torch.equal(coarse[0], coarse[1]) and torch.equal(coarse[2], coarse[3])
+    assert not torch.equal(coarse[0], coarse[2]) and not torch.equal(coarse[4], coarse[0])
+    assert torch.equal(fine[2], fine[3])
+    assert len({tuple(fine[i].flatten().tolist()) for i in (0, 1, 2, 4)}) == 4  # cat, dog, cup own fine tokens
+    assert len({tuple(own[i].flatten().tolist()) for i in range(5)}) == 5
+    vectors = learner.global_context.vectors
+    # same parameters, not copies: one slot per group or ungrouped class
+    assert vectors["shared"].shape[0] == 1
+    assert vectors["coarse"].shape[0] == 3 and vectors["fine"].shape[0] == 4 and vectors["class"].shape[0] == 5
+    # and the local set is independent of the global one
+    assert learner.local_context.vectors["shared"] is not vectors["shared"]
+    assert not torch.equal(learner.local_context(), ctx)
+
+
+def test_special_cases_are_the_same_learner(tiny_clip):
+    classnames = ["cat", "dog"]
+    shared = HierarchicalPromptLearner(tiny_clip, classnames, {}, {"shared": 4, "coarse": 0, "fine": 0, "class": 0}, "{}")
+    csc = HierarchicalPromptLearner(tiny_clip, classnames, {}, {"shared": 0, "coarse": 0, "fine": 0, "class": 4}, "{}")
+    hand = HierarchicalPromptLearner(tiny_clip, classnames, {}, {"shared": 0, "coarse": 0, "fine": 0, "class": 0}, "a photo of a {}.")
+    assert shared.global_context.vectors["shared"].shape[0] == 1
+    assert csc.global_context.vectors["class"].shape[0] == 2
+    assert not hand.learnable and len(list(hand.parameters())) == 0
+    expected = tiny_clip.encode_text(tiny_clip.tokenize(["a photo of a cat.", "a photo of a dog."]))[0]
+    assert torch.allclose(hand.class_embeddings()[0], expected, atol=1e-5)
+
+
+def test_learned_context_changes_class_embeddings(tiny_clip):
+    learner = HierarchicalPromptLearner(tiny_clip, ["cat"], {}, {"shared": 2, "coarse": 0, "fine": 0, "class": 0}, "{}")
+    before = learner.class_embeddings()[0].detach().clone()
+    with torch.no_grad():
+        learner.global_context.vectors["shared"].add_(1.0)
+    assert not torch.allclose(before, learner.class_embeddings()[0])

@@ -1,0 +1,209 @@
+"""The toy world: generator, captions, oracle, dataset writer and the shipped toy CLIP."""
+
+import csv
+import hashlib
+import itertools
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hiprompt.toyworld.captions import caption_for
+from hiprompt.toyworld.draw import SHAPES, make_image, render
+from hiprompt.toyworld.generate import write_dataset
+from hiprompt.toyworld.model import RECORD_PATH, WEIGHTS_PATH, images_to_tensor, load_toy_clip
+from hiprompt.toyworld.oracle import ToyOracleBackend
+from hiprompt.toyworld.pretrain import pretrain
+from hiprompt.toyworld.world import (
+    CLASS_INFO, CLASS_NAMES, COMPANIONS, SCENE_CLASSES, SCENE_INFO, SceneSample, never_together,
+    sample_scene,
+)
+from hiprompt.toyworld.zeroshot import held_out_set, mean_average_precision, zero_shot_scores
+
+torch.set_num_threads(2)
+
+
+# ----------------------------------------------------------------- world and drawing
+def test_tables_are_consistent():
+    assert len(CLASS_NAMES) == 20 and len(set(CLASS_NAMES)) == 20
+    assert all(re.fullmatch(r"[a-z]+", name) for name in CLASS_NAMES)
+    assert set(SHAPES) == set(CLASS_NAMES)
+    assert set(itertools.chain(*SCENE_CLASSES.values())) == set(CLASS_NAMES)
+    assert ("cup", "fish") in never_together() and ("moon", "star") not in never_together()
+
+
+def test_generator_is_deterministic_per_seed_and_index():
+    first, sample = make_image(3, 17)
+    again, same = make_image(3, 17)
+    assert sample == same and first.tobytes() == again.tobytes()
+    other = [make_image(4, 17)[0].tobytes(), make_image(3, 18)[0].tobytes()]
+    assert first.tobytes() not in other
+    assert caption_for(sample, 3, 17) == caption_for(same, 3, 17)
+
+
+def test_labels_are_what_was_drawn():
+    for index in range(60):
+        image, sample = make_image(5, index)
+        assert 1 <= len(sample.objects) <= 4
+        assert sample.labels == tuple(n for n in CLASS_NAMES if n in {o.name for o in sample.objects})
+        pixels = np.asarray(image).astype(int)
+        background = np.asarray(SCENE_INFO[sample.scene].background)
+        changed = np.abs(pixels - background).sum(-1) > 0  # [H, W]
+        drawn = np.zeros_like(changed)
+        for obj in sample.objects:
+            x0, y0, x1, y1 = obj.box
+            region = changed[max(0, y0 - 1):y1 + 2, max(0, x0 - 1):x1 + 2]
+            assert region.sum() >= 10, f"{obj.name} not visible in image {index}"
+            drawn[max(0, y0 - 1):y1 + 2, max(0, x0 - 1):x1 + 2] = True
+        assert not (changed & ~drawn).any(), "pixels drawn outside every object's box"
+        for a, b in itertools.combinations(sample.objects, 2):  # boxes do not overlap
+            assert a.box[2] <= b.box[0] or b.box[2] <= a.box[0] or a.box[3] <= b.box[1] or b.box[3] <= a.box[1]
+
+
+def test_an_empty_scene_renders_as_background():
+    image = render(SceneSample("sea", ()))
+    assert (np.asarray(image) == np.asarray(SCENE_INFO["sea"].background, dtype=np.uint8)).all()
+
+
+def test_co_occurrence_structure():
+    samples = [sample_scene(0, i) for i in range(800)]
+    together = {pair for s in samples for pair in itertools.combinations(sorted(s.labels), 2)}
+    assert not together & never_together()
+    for s in samples:  # one scene per image, all objects from its pool
+        assert set(s.labels) <= set(SCENE_CLASSES[s.scene])
+    for name, (companion, _) in COMPANIONS.items():
+        with_name = [s for s in samples if name in s.labels]
+        share = sum(companion in s.labels for s in with_name) / len(with_name)
+        assert share > 0.6, (name, companion, share)
+    assert {s.scene for s in samples} == set(SCENE_INFO)
+
+
+def test_captions_name_only_present_classes():
+    for index in range(100):
+        sample = sample_scene(2, index)
+        text = caption_for(sample, 2, index)
+        named = {w for w in re.findall(r"[a-z]+", text) if w in CLASS_INFO}
+        assert named and named <= set(sample.labels)
+
+
+# ----------------------------------------------------------------- oracle
+def _question(kind, classes, attribute=None, count=None, attributes=None):
+    return SimpleNamespace(kind=kind, prompt="", classes=list(classes), attribute=attribute, count=count,
+                           attributes=attributes)
+
+
+def _numbered(text):
+    lines = text.splitlines()
+    assert all(re.fullmatch(r"\d+\. \S.*", line) for line in lines), text
+    assert [int(line.split(".")[0]) for line in lines] == list(range(1, len(lines) + 1))
+    return [line.split(". ", 1)[1] for line in lines]
+
+
+def test_oracle_lists_and_groups_have_the_expected_shapes():
+    oracle = ToyOracleBackend(seed=0)
+    common, own, kept, coarse = oracle.answer_many([
+        _question("common_attributes", CLASS_NAMES, count=12),
+        _question("class_attributes", ["star"], count=30),
+        _question("filter_attributes", ["cup"], attributes=["red", "green", "handled", "colour", "wet"]),
+        _question("coarse_groups", CLASS_NAMES),
+    ])
+    assert len(_numbered(common)) == 12
+    assert {"yellow", "pointed", "sky"} <= set(_numbered(own))
+    assert _numbered(kept) == ["red", "handled", "colour"]
+    groups = [item.split(", ") for item in _numbered(coarse)]
+    assert sorted(itertools.chain(*groups)) == sorted(CLASS_NAMES)
+    for group in groups:  # every coarse group is a scene's classes
+        assert set.intersection(*(set(CLASS_INFO[n].scenes) for n in group))
+    fine = [item.split(", ") for item in _numbered(oracle.answer(_question("fine_groups", SCENE_CLASSES["sky"])))]
+    assert sorted(itertools.chain(*fine)) == sorted(SCENE_CLASSES["sky"]) and ["moon", "star"] in fine
+
+
+def test_oracle_sentences_mention_what_was_asked():
+    oracle = ToyOracleBackend(seed=0)
+    described, related = oracle.answer_many([
+        _question("describe", ["star"], attribute="red", count=4),
+        _question("relation", ["boat", "fish"], count=6),
+    ])
+    lines = described.splitlines()
+    assert len(lines) == 4 and len(set(lines)) == 4
+    assert all("star" in line and "red" in line for line in lines)
+    lines = related.splitlines()
+    assert len(lines) == 6
+    assert all("boat" in line and "fish" in line for line in lines)
+    for line in lines:  # any third class comes from the same scene
+        assert {w for w in re.findall(r"[a-z]+", line) if w in CLASS_INFO} <= set(SCENE_CLASSES["sea"])
+
+
+def test_oracle_is_deterministic_and_rejects_what_it_cannot_answer():
+    questions = [_question("describe", [name], attribute="shape", count=3) for name in CLASS_NAMES]
+    assert ToyOracleBackend(seed=0).answer_many(questions) == ToyOracleBackend(seed=0).answer_many(questions)
+    assert ToyOracleBackend(seed=0).answer_many(questions) != ToyOracleBackend(seed=1).answer_many(questions)
+    assert ToyOracleBackend(seed=0).identity() == ToyOracleBackend(seed=0).identity()
+    with pytest.raises(ValueError, match="kind"):
+        ToyOracleBackend().answer(_question("poem", ["star"]))
+    with pytest.raises(ValueError, match="giraffe"):
+        ToyOracleBackend().answer(_question("describe", ["giraffe"], attribute="red"))
+
+
+# ----------------------------------------------------------------- dataset writer
+def test_generate_writes_the_custom_csv_format(tmp_path):
+    write_dataset(tmp_path, 6, seed=7)
+    assert (tmp_path / "classnames.txt").read_text().split() == list(CLASS_NAMES)
+    with open(tmp_path / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["image"] for r in rows] == [f"images/{i:05d}.png" for i in range(6)]
+    for index, row in enumerate(rows):
+        assert (tmp_path / row["image"]).is_file()
+        assert tuple(row["labels"].split("|")) == sample_scene(7, index).labels
+    assert len((tmp_path / "captions.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(ValueError, match="pretraining"):
+        write_dataset(tmp_path / "x", 2, seed=0)
+
+
+# ----------------------------------------------------------------- toy CLIP
+def test_pretraining_is_deterministic_on_a_tiny_run():
+    _, first = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
+    _, again = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
+    assert first == again and all(np.isfinite(first))
+
+
+def test_shipped_weights_match_their_record():
+    record = json.loads(RECORD_PATH.read_text())
+    assert hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest() == record["sha256"]
+    state = torch.load(WEIGHTS_PATH, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    backbone = load_toy_clip()
+    assert backbone.image_size == 64 and backbone.context_length == 77
+    assert backbone.model.visual.conv1.weight.dtype == torch.float32
+    assert torch.equal(backbone.model.visual.conv1.weight.half(), state["visual.conv1.weight"])
+
+
+def test_shipped_toy_clip_recognises_held_out_objects_zero_shot():
+    backbone = load_toy_clip()
+    images, labels = held_out_set(seed=1, n_images=200)
+    global_scores, dense_scores = zero_shot_scores(backbone, images)
+    random_map = mean_average_precision(np.random.default_rng(0).random(labels.shape), labels)
+    global_map = mean_average_precision(global_scores.numpy(), labels)
+    dense_map = mean_average_precision(dense_scores.numpy(), labels)
+    assert random_map < 30
+    assert global_map > random_map + 30, (global_map, random_map)
+    assert dense_map > random_map + 20, (dense_map, random_map)
+
+
+def test_images_to_tensor_shape_and_normalisation():
+    image, _ = make_image(0, 0)
+    tensor = images_to_tensor([image, image])
+    assert tensor.shape == (2, 3, 64, 64) and tensor.dtype == torch.float32
+    assert -2.5 < tensor.min() and tensor.max() < 2.5
+
+
+def test_average_precision_is_exact_on_known_rankings():
+    labels = np.array([[1, 0], [0, 1], [1, 0], [0, 0]])
+    perfect = np.array([[0.9, 0.1], [0.1, 0.9], [0.8, 0.2], [0.0, 0.0]])
+    assert mean_average_precision(perfect, labels) == pytest.approx(100.0)
+    worst = -perfect
+    # class 0: positives at ranks 3, 4 -> (1/3 + 2/4) / 2; class 1: positive at rank 4 -> 1/4
+    assert mean_average_precision(worst, labels) == pytest.approx(100 * ((1 / 3 + 2 / 4) / 2 + 1 / 4) / 2)

@@ -1,0 +1,18 @@
+"""ZeroshotCLIP: the hand-crafted prompts (all context counts 0), global and dense scores fused."""
+
+from hiprompt.registry import TRAINER_REGISTRY
+from hiprompt.runtime import TrainerBase
+from hiprompt.trainer import PromptTraining
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(PromptTraining, TrainerBase):
+    def build_model(self):
+        hp = self.cfg.TRAINER.HIPROMPT
+        counts = (hp.N_CTX_SHARED, hp.N_CTX_COARSE, hp.N_CTX_FINE, hp.N_CTX_CLASS)
+        if any(counts):
+            raise ValueError(
+                f"ZeroshotCLIP uses the hand-crafted prompts: TRAINER.HIPROMPT.N_CTX_* must all be 0 "
+                f"(got {counts}; configs/trainers/ZeroshotCLIP/*.yaml sets them)"
+            )
+        super().build_model()
