@@ -20,7 +20,7 @@ def collect(run_dir) -> dict:
     """{seed folder name: metrics dict} for the finished seeds under `run_dir`."""
     runs = {}
     for path in sorted(Path(run_dir).glob(f"seed*/{RESULT_FILE}")):
-        runs[path.parent.name] = json.loads(path.read_text())
+        runs[path.parent.name] = json.loads(path.read_text())["metrics"]
     return runs
 
 

@@ -81,10 +81,10 @@ class PromptTraining:
             self.text_set = DATASET_REGISTRY.get(cfg.DATASET.TEXT.NAME)(cfg, classnames=self.classnames)
             self.train_index, self.holdout_index = self._split_corpus(len(self.text_set.corpus.texts))
             labels = torch.from_numpy(self.text_set.corpus.labels)
-            generator = torch.Generator().manual_seed(max(cfg.SEED, 0))
+            self.shuffle_generator = torch.Generator()
             self.train_loader_x = DataLoader(
                 TensorDataset(self.train_index, labels[self.train_index]),
-                batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, generator=generator,
+                batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, generator=self.shuffle_generator,
             )
 
     def _split_corpus(self, count: int):
@@ -143,6 +143,12 @@ class PromptTraining:
             "groups": self.prompt_groups(),
             "config": json.loads(json.dumps(self.cfg)),
         })
+
+    def before_epoch(self):
+        # The order of an epoch depends on (seed, epoch) only, so a resumed run matches an
+        # uninterrupted one.
+        self.shuffle_generator.manual_seed(max(self.cfg.SEED, 0) * 1000 + self.epoch)
+        super().before_epoch()
 
     def parse_batch_train(self, batch):
         index, labels = batch

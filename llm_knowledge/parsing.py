@@ -16,7 +16,9 @@ _INLINE_NUMBER = re.compile(r"(?:^|\s)\(?\d{1,3}[.)]\s+(?=\S)")
 _SENTENCE_END = re.compile(
     r"(?<=[.!?\u3002\uff01\uff1f])(?:\s+(?=[\"'A-Z])|\s*(?=[\u3400-\u9fff]))"
 )
-_CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+_CJK = re.compile(  # CJK punctuation, kana, ideographs, hangul, full-width forms
+    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
+)
 _LETTERS = re.compile(r"[A-Za-z]")
 _REFUSAL = re.compile(
     r"\b(?:I'?m sorry|I am sorry|I apologi[sz]e|as an AI|I can(?:no|')t (?:help|assist|"

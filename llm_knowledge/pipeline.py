@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from hiprompt.fileio import atomic_write_json, atomic_write_text
 from llm_knowledge import questions as Q
-from llm_knowledge.backends import BackendOptions, create_backend
+from llm_knowledge.backends import BackendError, BackendOptions, create_backend
 from llm_knowledge.cache import AnswerCache
 from llm_knowledge.counts import Counts
 from llm_knowledge.labelling import Labeller
@@ -64,6 +64,7 @@ class _Asker:
 
     def __init__(self, backend, cache: AnswerCache, bar):
         self.backend = backend
+        self.identity_name = cache.identity.get("backend", type(backend).__name__)
         self.cache = cache
         self.bar = bar
         self.llm_calls = 0
@@ -72,7 +73,7 @@ class _Asker:
 
     def ask(self, questions: List[Q.Question]) -> List[str]:
         answers: Dict[str, str] = {}
-        todo = []
+        distinct: Dict[str, Q.Question] = {}  # one LLM call per distinct prompt
         for question in questions:
             self.stats[question.kind]["asked"] += 1
             cached = self.cache.get(question.prompt)
@@ -80,9 +81,17 @@ class _Asker:
                 answers[question.prompt] = cached
                 self.stats[question.kind]["from_cache"] += 1
                 self.bar.update(1)
-            elif question.prompt not in {q.prompt for q in todo}:
-                todo.append(question)
-        for question, answer in zip(todo, self.backend.answer_many(todo)):
+            else:
+                distinct.setdefault(question.prompt, question)
+        todo = list(distinct.values())
+        replies = iter(self.backend.answer_many(todo))
+        for question in todo:
+            answer = next(replies, None)
+            if not isinstance(answer, str):
+                raise BackendError(
+                    f"back-end {self.identity_name!r} gave {answer!r} instead of a text answer "
+                    f"to a {question.kind} question"
+                )
             self.cache.put(question.prompt, answer)
             answers[question.prompt] = answer
             self.llm_calls += 1

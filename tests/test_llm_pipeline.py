@@ -192,3 +192,28 @@ def test_cli_help_documents_everything(capsys):
                    "--stages", "--cache-dir", "--base-url", "--concurrency", "--retries",
                    "chatglm-cpp", "n_common=90"]:
         assert option in text
+
+
+class DyingBackend(ScriptedBackend):
+    """Answers the first two questions of a batch, then stops (a server that went away)."""
+
+    def answer_many(self, questions):
+        for index, answer in enumerate(super().answer_many(questions)):
+            if index == 2:
+                return
+            yield answer
+
+
+def test_a_backend_that_stops_early_fails_clearly_and_the_rerun_resumes(tmp_path):
+    register_backend("dying", DyingBackend)
+    config = _config(tmp_path)
+    config.backend = "dying"
+    with pytest.raises(BackendError, match="gave None instead of a text answer"):
+        run(config)
+    answers = (tmp_path / "cache" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 2  # Π1a and the first Π1b were kept
+    config.backend = "scripted"  # same identity: a working back-end picks up from there
+    ScriptedBackend.calls = 0
+    manifest = run(config)
+    assert manifest["questions"]["class_attributes"]["from_cache"] == 1
+    assert manifest["questions"]["common_attributes"]["from_cache"] == 1

@@ -19,6 +19,11 @@ class ChatGLMBackend:
                 "back-end 'chatglm-cpp' needs the chatglm-cpp package: "
                 "pip install chatglm-cpp==0.4.2 (see docs/llm_knowledge.md)"
             ) from error
+        if options.max_tokens >= options.n_ctx:
+            raise BackendError(
+                f"back-end 'chatglm-cpp': --max-tokens ({options.max_tokens}) must be below "
+                f"--n-ctx ({options.n_ctx}), which holds the prompt and the answer"
+            )
         self._chatglm = chatglm_cpp
         self._path = model_file(options.model, self.name)
         self._options = options
