@@ -24,7 +24,9 @@ from llm_knowledge.counts import build_counts  # noqa: E402
 from llm_knowledge.pipeline import RunConfig, run  # noqa: E402
 from llm_knowledge.questions import class_attributes  # noqa: E402
 
-_SPECIAL_TOKENS = 9  # [MASK] [gMASK] [sMASK] sop eop <|system|> <|user|> <|assistant|> <|observation|>
+# ChatGLM3 appends 9 special tokens after the sentencepiece vocabulary: [MASK] [gMASK]
+# [sMASK] sop eop <|system|> <|user|> <|assistant|> <|observation|>
+_SPECIAL_TOKENS = 9
 _TEXT = [
     "a dog runs on the beach with a red ball",
     "the cat sleeps on a warm sofa near the window",

@@ -36,8 +36,8 @@ def test_refusal_is_flagged_not_parsed():
 
 
 def test_sentences_from_run_on_line_with_cjk_and_labels():
-    answer = ("Sure, here are three sentences: A dog runs on the beach. The dog sleeps on a red "
-              "sofa! 狗在沙滩上跑。\n4. Dog and cat: \"A dog chases a cat across the yard.\"\n"
+    answer = ("Sure, here are three sentences: A dog runs on the beach. The dog sleeps on a "
+              "red sofa! 狗在沙滩上跑。\n4. Dog and cat: \"A dog chases a cat across the yard.\"\n"
               "5. Short one.\n6. A dog runs on the beach.")
     parsed = parse_sentences(answer, limit=5)
     assert parsed.items == ["A dog runs on the beach.", "The dog sleeps on a red sofa!",
