@@ -74,6 +74,7 @@ def _base_defaults() -> CN:
 def extend_cfg(cfg: CN) -> CN:
     """Add this project's keys (before any YAML is merged)."""
     cfg.MODEL.BACKBONE.WEIGHTS = "openai"  # open_clip tag, a local checkpoint path, or `random`
+    cfg.TEST.EVALUATOR = "MultiLabelEvaluator"  # (Dassl's default is single-label `Classification`)
 
     cfg.INPUT.TEST_RESIZE = "square"  # square: resize without cropping | resize_crop: shorter side + centre crop
 

@@ -133,4 +133,8 @@ def build_trainer(cfg):
     """Instantiate the trainer registered as `cfg.TRAINER.NAME`."""
     if not cfg.TRAINER.NAME:
         raise ValueError("TRAINER.NAME is empty: pass --trainer (e.g. HierarchicalCoOp, ZeroshotCLIP)")
+    if USING_DASSL:
+        from dassl.engine import build_trainer as dassl_build_trainer
+
+        return dassl_build_trainer(cfg)
     return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)

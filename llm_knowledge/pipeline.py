@@ -108,7 +108,7 @@ class _Asker:
         stats["items"] += len(parsed.items)
         if question.count:
             stats["shortfall"] += max(0, question.count - len(parsed.items))
-        self.unusable[question.kind].update(parsed.rejected)
+        self.unusable[question.kind] += parsed.rejected  # Counter addition drops zeros
 
     def summary(self) -> dict:
         result = {}

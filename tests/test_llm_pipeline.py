@@ -217,3 +217,31 @@ def test_a_backend_that_stops_early_fails_clearly_and_the_rerun_resumes(tmp_path
     manifest = run(config)
     assert manifest["questions"]["class_attributes"]["from_cache"] == 1
     assert manifest["questions"]["common_attributes"]["from_cache"] == 1
+
+
+class KeywordBackend(ScriptedBackend):
+    """A back-end whose constructor names only the options it needs (as the toy oracle's)."""
+
+    def __init__(self, *, seed=0, max_tokens=1):
+        super().__init__(BackendOptions(seed=seed, max_tokens=max_tokens))
+
+
+def test_backends_get_the_options_their_constructor_names():
+    register_backend("keyword", KeywordBackend)
+    backend = create_backend("keyword", BackendOptions(seed=7, max_tokens=9, model="m"))
+    assert (backend.options.seed, backend.options.max_tokens) == (7, 9)
+    assert create_backend("scripted", BackendOptions(seed=3)).options.seed == 3
+
+
+def test_toy_oracle_runs_the_whole_stage_when_present(tmp_path):
+    pytest.importorskip("hiprompt.toyworld.oracle", reason="the toy world is not built yet")
+    from hiprompt.toyworld.world import CLASS_INFO
+
+    config = _config(tmp_path)
+    config.backend = "toy-oracle"
+    config.classnames = list(CLASS_INFO)[:4]
+    manifest = run(config)
+    assert manifest["backend"]["backend"] == "toy-oracle"
+    assert manifest["corpus"] and manifest["llm_calls"] > 0
+    groups = json.loads((tmp_path / "out" / "groups.json").read_text())
+    assert all(set(g) <= set(config.classnames) for level in groups.values() for g in level)
