@@ -29,7 +29,13 @@ setup(
             "llama-cpp-python[server]>=0.3.0",
             "chatglm-cpp==0.4.2",
         ],
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.2"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "scikit-learn>=1.2",  # an independent average precision for the metric tests
+            "sentencepiece>=0.1.99",  # chatglm-cpp's converter, used to write a tiny test model
+            "transformers>=4.40",
+        ],
     },
     entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main"]},
 )

@@ -1,0 +1,80 @@
+"""The CLIP wrapper: agreement with open_clip, dense features, real RN50 shapes, weights."""
+
+import open_clip
+import pytest
+import torch
+
+from hiprompt.clip import WeightsUnavailableError, build_clip
+
+
+def test_global_and_text_features_match_open_clip(tiny_clip):
+    images = torch.randn(2, 3, 64, 64)
+    global_feats, dense = tiny_clip.encode_image_features(images)
+    assert torch.allclose(global_feats, tiny_clip.model.encode_image(images), atol=1e-5)
+    tokens = tiny_clip.tokenize(["a photo of a dog.", "cat"])
+    eot, per_token, mask = tiny_clip.encode_text(tokens)
+    assert torch.allclose(eot, tiny_clip.model.encode_text(tokens), atol=1e-5)
+    assert per_token.shape == (2, 77, tiny_clip.embed_dim)
+    # content = after start-of-text up to end-of-text: "a photo of a dog ." + EOT = 7, "cat" + EOT = 2
+    assert mask.sum(dim=1).tolist() == [7, 2]
+    assert torch.allclose(per_token[torch.arange(2), tokens.argmax(-1)], eot)
+
+
+def test_dense_features_are_value_and_output_projections_of_every_position(tiny_clip):
+    visual = tiny_clip.model.visual
+    captured = {}
+    handle = visual.attnpool.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
+    images = torch.randn(1, 3, 64, 64)
+    visual(images)
+    handle.remove()
+    pool = visual.attnpool
+    trunk = captured["x"].flatten(2).permute(0, 2, 1)  # [B, HW, C]
+    expected = pool.c_proj(pool.v_proj(trunk + pool.positional_embedding[1:]))
+    _, dense = tiny_clip.encode_image_features(images)
+    assert torch.allclose(dense, expected, atol=1e-5)
+
+
+def test_real_rn50_and_vit_shapes():
+    rn50 = build_clip("RN50", "random")
+    global_feats, dense = rn50.encode_image_features(torch.randn(1, 3, 224, 224))
+    assert global_feats.shape == (1, 1024) and dense.shape == (1, 49, 1024)
+    _, dense_large = rn50.encode_image_features(torch.randn(1, 3, 288, 288))
+    assert dense_large.shape == (1, 81, 1024)  # positional embedding resized to the 9x9 grid
+    assert rn50.token_width == 512 and rn50.embed_dim == 1024
+    vit = build_clip("ViT-B-32", "random")
+    global_feats, dense = vit.encode_image_features(torch.randn(1, 3, 224, 224))
+    assert global_feats.shape == (1, 512) and dense.shape == (1, 49, 512)
+
+
+def test_offline_tag_fails_with_one_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError) as error:
+        build_clip("RN50", "openai")
+    message = str(error.value)
+    assert "RN50" in message and "MODEL.BACKBONE.WEIGHTS" in message and "RN50.pt" in message
+    with pytest.raises(WeightsUnavailableError, match="neither a file nor a pretrained tag"):
+        build_clip("RN50", "/no/such/RN50.pt")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_clip("RN5O", "random")
+
+
+def test_local_checkpoint_files_load(tmp_path):
+    source = open_clip.create_model("RN50", pretrained=None)
+    path = tmp_path / "rn50.pt"
+    torch.save(source.state_dict(), path)
+    loaded = build_clip("RN50", str(path))
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.model.state_dict().values()))
+    assert loaded.identity().startswith("RN50@file-")
+
+    tiny = build_clip("tiny", "random", seed=3)
+    tiny_path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), tiny_path)
+    again = build_clip("tiny", str(tiny_path))
+    tokens = tiny.tokenize(["a cat."])
+    assert torch.equal(tiny.encode_text(tokens)[0], again.encode_text(tokens)[0])
+
+
+def test_backbone_is_frozen(tiny_clip):
+    assert not any(p.requires_grad for p in tiny_clip.parameters())
+    tiny_clip.train()
+    assert not tiny_clip.model.training  # batch-norm statistics never move
