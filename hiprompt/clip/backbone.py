@@ -45,6 +45,10 @@ DOWNLOAD_HINT = (
 )
 
 
+# Weights shipped inside this package, selected with pretrained="packaged".
+PACKAGED_WEIGHTS = {"toy": Path(__file__).resolve().parents[1] / "toyworld" / "toy_clip.pt"}
+
+
 class WeightsUnavailableError(RuntimeError):
     """The requested pretrained weights cannot be found or downloaded."""
 
@@ -69,10 +73,15 @@ def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0) ->
 
     name: an open_clip model name (`RN50`, `ViT-B-16`, ...) or a tiny config (`tiny`).
     pretrained: an open_clip tag (`openai`, `laion2b_s34b_b79k`, ...), a local checkpoint
-    path (OpenAI's original TorchScript `.pt` files included), or `random` / `""` for
-    random weights (tests only). `seed` fixes random initialisation.
+    path (OpenAI's original TorchScript `.pt` files included), `packaged` for weights shipped
+    with this package (the toy world's CLIP), or `random` / `""` for random weights (tests
+    only). `seed` fixes random initialisation.
     """
     pretrained = pretrained or "random"
+    if pretrained == "packaged":
+        if name not in PACKAGED_WEIGHTS:
+            raise WeightsUnavailableError(f"no packaged weights for {name!r}: only for {sorted(PACKAGED_WEIGHTS)}")
+        pretrained = str(PACKAGED_WEIGHTS[name])
     path = Path(os.path.expanduser(pretrained))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
