@@ -4,7 +4,9 @@
 #   bash scripts/eval.sh DATASET BACKBONE NCTX [KEY VALUE ...]   # reloads the runs of main.sh
 #   bash scripts/eval.sh DATASET BACKBONE zeroshot              # hand-crafted prompts
 #
-# Same environment variables as scripts/main.sh. Results: <run>/eval/results_test.json.
+# Same environment variables as scripts/main.sh, plus EVAL_OPTS: evaluation-only overrides
+# (e.g. EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0") whose results go to the sibling run
+# folder <run>__<EVAL_OPTS>/seed<S>; without EVAL_OPTS to <run>/seed<S>/eval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 3 ]]; then sed -n '2,8p' "$0"; exit 2; fi
@@ -24,11 +26,16 @@ if [[ $NCTX == zeroshot ]]; then
 fi
 
 source scripts/common.sh
+read -r -a EXTRA <<< "${EVAL_OPTS:-}"
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${RUN}/seed${SEED}
+    EVAL_DIR=${DIR}/eval
+    if (( ${#EXTRA[@]} )); then
+        EVAL_DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${RUN}__$(printf '%s-' "${EXTRA[@]}" | tr -c 'A-Za-z0-9.\n-' '_' | sed 's/-$//')/seed${SEED}
+    fi
     python train.py --root "$DATA" --seed "$SEED" --trainer HierarchicalCoOp ${HIPROMPT_WEIGHTS:+--weights "$HIPROMPT_WEIGHTS"} \
         --dataset-config-file "configs/datasets/${DATASET}.yaml" \
         --config-file "configs/trainers/HierarchicalCoOp/${BACKBONE}.yaml" \
-        --output-dir "${DIR}/eval" --eval-only --model-dir "$DIR" \
-        DATASET.TEXT.DIR "$KNOWLEDGE" "${CTX_OPTS[@]}" "${OPTS[@]}"
+        --output-dir "$EVAL_DIR" --eval-only --model-dir "$DIR" \
+        DATASET.TEXT.DIR "$KNOWLEDGE" "${CTX_OPTS[@]}" "${OPTS[@]}" "${EXTRA[@]}"
 done

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole method in the toy world, offline: knowledge -> training -> held-out images, and
+# the comparison table (hand-crafted zero-shot, CoOp-shared, CSC, hierarchical; global only
+# vs global + local; with and without the order loss).
+#
+#   bash scripts/toy_table.sh
+#
+# Environment as scripts/main.sh (DATA [data/toy], KNOWLEDGE [knowledge/toy], OUTPUT [output],
+# SEEDS ["1 2 3"], NCTX [32]). The knowledge comes from the toy world's oracle unless
+# HIPROMPT_LLM_BACKEND names an LLM, e.g. the SmolLM2 GGUF through llama-cpp:
+#   HIPROMPT_LLM_BACKEND=llama-cpp HIPROMPT_LLM_MODEL=/path/to/SmolLM2.gguf \
+#       KNOWLEDGE=knowledge/toy-smollm2 OUTPUT=output-smollm2 bash scripts/toy_table.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DATA=${DATA:-data/toy} KNOWLEDGE=${KNOWLEDGE:-knowledge/toy} OUTPUT=${OUTPUT:-output}
+export SEEDS=${SEEDS:-"1 2 3"}
+N=${NCTX:-32}
+H=$((N / 2)),$((N / 4)),$((N / 8)),$((N - N / 2 - N / 4 - N / 8))
+RUNS=${OUTPUT}/toy/HierarchicalCoOp
+
+train() {  # composition, then KEY VALUE overrides
+    COMPOSITION=$1 bash scripts/main.sh toy toy "$N" "${@:2}" > /dev/null
+}
+train "$H"
+train "$N,0,0,0"
+train "0,0,0,$N"
+train "$H" TRAINER.HIPROMPT.LOCAL_BRANCH False
+train "$H" TRAINER.HIPROMPT.ORDER_LOSS False
+EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0" COMPOSITION=$H bash scripts/eval.sh toy toy "$N" > /dev/null
+bash scripts/eval.sh toy toy zeroshot > /dev/null
+
+RUN=toy_nctx${N}_${H//,/-}
+python -m hiprompt.summarize --json "${OUTPUT}/toy/table.json" \
+    "hand-crafted (zero-shot), global + local=${OUTPUT}/toy/ZeroshotCLIP/toy" \
+    "CoOp shared (${N} S), global + local=${RUNS}/toy_nctx${N}_${N}-0-0-0" \
+    "CSC (${N} C-S), global + local=${RUNS}/toy_nctx${N}_0-0-0-${N}" \
+    "hierarchical (${H//,/\/}), global + local=${RUNS}/${RUN}" \
+    "hierarchical, global score only (λ2 = 1)=${RUNS}/${RUN}__TRAINER.HIPROMPT.LAMBDA_FUSE-1.0" \
+    "hierarchical, no local branch=${RUNS}/${RUN}_TRAINER.HIPROMPT.LOCAL_BRANCH-False" \
+    "hierarchical, no order loss=${RUNS}/${RUN}_TRAINER.HIPROMPT.ORDER_LOSS-False"
