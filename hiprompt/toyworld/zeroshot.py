@@ -10,8 +10,9 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..metrics import multilabel_metrics
+from ..scoring import fuse, global_scores, local_scores
 from .draw import make_image
 from .model import images_to_tensor, load_toy_clip
 from .world import CLASS_NAMES
@@ -21,20 +22,9 @@ DENSE_TAU = 0.02
 FUSION_WEIGHT = 0.65  # λ2
 
 
-def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
-    """AP of one class: mean precision at the rank of each positive (ties broken by order)."""
-    order = np.argsort(-scores, kind="stable")
-    hits = positives[order].astype(np.float64)
-    if hits.sum() == 0:
-        return float("nan")
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / hits.sum())
-
-
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """mAP in percent over classes with at least one positive; scores, labels: [B, C]."""
-    aps = [average_precision(scores[:, c], labels[:, c]) for c in range(labels.shape[1])]
-    return 100.0 * float(np.nanmean(aps))
+    """mAP in percent ([B, C] scores and labels), as the evaluator computes it."""
+    return multilabel_metrics(scores, labels)["mAP"]
 
 
 def held_out_set(seed: int, n_images: int):
@@ -54,25 +44,21 @@ def zero_shot_scores(backbone, images: torch.Tensor, tau: float = DENSE_TAU):
 
     dense_i = Σ_j softmax_j(s_ij / tau) · s_ij over image positions j, cosine similarities.
     """
-    classes, _, _ = backbone.encode_text(backbone.tokenize(PROMPT.format(n) for n in CLASS_NAMES))
-    classes = F.normalize(classes, dim=-1)  # [C, D]
+    classes, _, _ = backbone.encode_text(backbone.tokenize(PROMPT.format(n) for n in CLASS_NAMES))  # [C, D]
     global_feats, dense_feats = backbone.encode_image_features(images)  # [B, D], [B, P, D]
-    global_scores = F.normalize(global_feats, dim=-1) @ classes.t()  # [B, C]
-    sims = F.normalize(dense_feats, dim=-1) @ classes.t()  # [B, P, C]
-    dense_scores = (torch.softmax(sims / tau, dim=1) * sims).sum(dim=1)  # [B, C]
-    return global_scores, dense_scores
+    return global_scores(global_feats, classes), local_scores(dense_feats, classes, tau)
 
 
 def evaluate(n_images: int = 400, seed: int = 1, tau: float = DENSE_TAU, weight: float = FUSION_WEIGHT) -> dict:
     """mAP (percent) of global, dense, fused and random scores on held-out images."""
     backbone = load_toy_clip()
     images, labels = held_out_set(seed, n_images)
-    global_scores, dense_scores = zero_shot_scores(backbone, images, tau)
-    fused = weight * global_scores + (1 - weight) * dense_scores
+    global_score, dense_score = zero_shot_scores(backbone, images, tau)
+    fused = fuse(global_score, dense_score, weight)
     random_scores = np.random.default_rng(seed).random(labels.shape)
     return {
-        "global": mean_average_precision(global_scores.numpy(), labels),
-        "dense": mean_average_precision(dense_scores.numpy(), labels),
+        "global": mean_average_precision(global_score.numpy(), labels),
+        "dense": mean_average_precision(dense_score.numpy(), labels),
         "fused": mean_average_precision(fused.numpy(), labels),
         "random": mean_average_precision(random_scores, labels),
     }
