@@ -74,7 +74,14 @@ class PromptCheckpointing:
             return
         for name in self.get_model_names():
             state = load_checkpoint(directory, name, epoch)
-            self._models[name].load_state_dict(state["state_dict"])
+            try:
+                self._models[name].load_state_dict(state["state_dict"])
+            except RuntimeError as error:
+                raise ValueError(
+                    f"the checkpoint in {directory} does not fit these prompts: build them as the "
+                    "training run did (same DATASET.TEXT.DIR for the groups, same "
+                    f"TRAINER.HIPROMPT.N_CTX_* and LOCAL_BRANCH) ({error})"
+                ) from None
             log.info("loaded %s (epoch %d) from %s", name, state["epoch"], directory)
 
     def resume_model_if_exist(self, directory):

@@ -161,3 +161,12 @@ def test_interrupted_run_resumes_where_it_stopped(text_world, tmp_path):
     for (name, a), (_, b) in zip(straight.model.prompts.state_dict().items(),
                                  second.model.prompts.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_eval_only_with_other_prompt_structure_says_what_to_match(text_world, tmp_path):
+    out = tmp_path / "run"
+    build_trainer(make_cfg("HierarchicalCoOp", text_world, out, "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True")).train()
+    other = build_trainer(make_cfg("HierarchicalCoOp", text_world, tmp_path / "eval",
+                                   "TRAINER.HIPROMPT.N_CTX_CLASS", "2"))
+    with pytest.raises(ValueError, match="N_CTX_"):
+        other.load_model(str(out))
