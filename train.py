@@ -16,12 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-import datasets.coco  # noqa: F401  (registers the plug-ins)
-import datasets.custom  # noqa: F401
-import datasets.llm_text  # noqa: F401
-import datasets.nuswide  # noqa: F401
-import datasets.voc2007  # noqa: F401
-import trainers.hierarchical_coop  # noqa: F401
+import datasets  # noqa: F401  (registers the data-set plug-ins)
+import trainers.hierarchical_coop  # noqa: F401  (registers the trainers)
 import trainers.zeroshot_clip  # noqa: F401
 from hiprompt.clip import WeightsUnavailableError
 from hiprompt.config import extend_cfg, get_cfg_default

@@ -6,7 +6,6 @@ written last, which marks the entry complete.
 """
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -21,6 +21,7 @@ from .fileio import atomic_write_json
 from .method import PromptedCLIP
 from .metrics import multilabel_metrics
 from .paths import cache_root
+from .scoring import fuse
 from .registry import DATASET_REGISTRY
 from .text_features import text_features
 
@@ -184,7 +185,7 @@ class PromptTraining:
         index = index.to(self.device)
         score_g, score_l = self.model.text_scores(feats.eot[index], feats.tokens[index].float(),
                                                   feats.mask[index], embeddings)
-        scores = self.model.hp.LAMBDA_FUSE * score_g + (1 - self.model.hp.LAMBDA_FUSE) * score_l
+        scores = fuse(score_g, score_l, self.model.hp.LAMBDA_FUSE)
         labels = self.text_set.corpus.labels[index.cpu().numpy()]
         return multilabel_metrics(scores.cpu().numpy(), labels)
 
