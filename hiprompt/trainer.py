@@ -6,7 +6,6 @@ computed once and cached; a training step encodes only the prompts.
 """
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,9 @@ from .fileio import atomic_write_json
 from .method import PromptedCLIP
 from .metrics import multilabel_metrics
 from .paths import cache_root
-from .scoring import fuse
 from .registry import DATASET_REGISTRY
+from .scoring import fuse
 from .text_features import text_features
-
-log = logging.getLogger(__name__)
 
 
 def build_optimizer(params, optim_cfg):
@@ -199,9 +196,6 @@ class PromptTraining:
             self.cache_dir / "image_features", batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             num_workers=cfg.DATALOADER.NUM_WORKERS, device=self.device,
         )
-        if len(feats.corrupt_paths):
-            log.warning("%d unreadable images left out of the evaluation: %s",
-                        len(feats.corrupt_paths), list(feats.corrupt_paths)[:5])
         embeddings = self.class_embeddings()
         scores = []
         chunk = 256
