@@ -16,7 +16,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
-        "open-clip-torch>=2.24",
+        "open-clip-torch>=2.29",
         "yacs>=0.1.8",
         "tabulate>=0.9",
         "tqdm>=4.60",

@@ -63,10 +63,16 @@ _PROMPT_NAMES = {
 }
 
 
+def label_phrase(label: str) -> str:
+    """A label name as written in a sentence: the label itself, underscores as spaces
+    (the paper's class label Y_i after learned context tokens)."""
+    return label.replace("_", " ")
+
+
 def prompt_name(label: str) -> str:
     """The phrase that stands for `label` in a sentence (a label name is returned unchanged
     unless it is known to read badly)."""
-    return _PROMPT_NAMES.get(label, label.replace("_", " "))
+    return _PROMPT_NAMES.get(label, label_phrase(label))
 
 
 def builtin_class_set(name: str) -> list:

@@ -6,7 +6,7 @@ A cache entry is the folder `<cache_dir>/<key>/`:
     progress.json  while extracting: rows done so far and the unreadable ones (resume point)
     meta.json      written last, atomically: its presence marks the entry complete
 
-The key hashes the CLIP identity (backbone + weights), the transform key, and the image set:
+The key hashes the CLIP image identity (backbone, weights, dense variant), the transform key, and the image set:
 its name, its ordered absolute image paths and each file's size. Sizes catch an image
 replaced by another file (a re-download, a re-encode) at the cost of one `stat` per image;
 modification times are left out on purpose, as copying a data set changes them without
@@ -149,7 +149,7 @@ def _extract(clip, image_set, transform, folder: Path, key: str, batch_size, num
         {
             "version": FORMAT_VERSION,
             "key": key,
-            "clip": clip.identity(),
+            "clip": clip.image_identity(),
             "image_set": image_set.name,
             "num_images": num_images,
             "dim": int(global_mm.shape[1]),
@@ -173,7 +173,7 @@ def image_features(
 ) -> ImageFeatures:
     """The global and dense features of every image in `image_set`, from the cache when there.
 
-    `clip` needs `identity() -> str` and `encode_image_features(images [B, 3, H, W]) ->
+    `clip` needs `image_identity() -> str` and `encode_image_features(images [B, 3, H, W]) ->
     (global [B, D], dense [B, L, D])`. `cache_dir` defaults to `<cache root>/image_features`.
     An interrupted extraction resumes from its last finished batch. Unreadable images are
     encoded as zero inputs, marked False in `ok` and logged.
@@ -181,7 +181,7 @@ def image_features(
     if len(image_set) == 0:
         raise ValueError(f"{image_set.name}: no images to encode")
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "image_features"
-    key = feature_cache_key(clip.identity(), image_set, transform_key)
+    key = feature_cache_key(clip.image_identity(), image_set, transform_key)
     folder = cache_dir / key
     features = _load_complete(folder, key, image_set)
     if features is None:

@@ -18,7 +18,8 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         self.hp = hp
         self.prompts = HierarchicalPromptLearner(
-            clip, classnames, groups, context_counts(hp), hp.TEMPLATE, hp.CTX_STD, hp.LOCAL_BRANCH
+            clip, classnames, groups, context_counts(hp), hp.TEMPLATE, hp.CTX_STD, hp.LOCAL_BRANCH,
+            hp.LEARNED_NAME,
         )
         with torch.no_grad():
             handcrafted = ClassPromptEncoder(clip, classnames, 0, hp.TEMPLATE)()  # [C, D]
@@ -35,15 +36,15 @@ class PromptedCLIP(nn.Module):
         hp = self.hp
         global_emb, local_emb = self.prompts.class_embeddings()
         score_g, score_l = self.text_scores(eot, tokens, mask, (global_emb, local_emb))
-        parts = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN)}
+        parts = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN, hp.RANK_REDUCTION)}
         loss = parts["rank_global"]
         if hp.LOCAL_BRANCH:
-            parts["rank_local"] = ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN)
+            parts["rank_local"] = ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN, hp.RANK_REDUCTION)
             loss = loss + parts["rank_local"]
         if hp.ORDER_LOSS:
-            order = order_loss(global_emb, self.handcrafted, hp.ORDER_TEMP)
+            order = order_loss(global_emb, self.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION)
             if hp.LOCAL_BRANCH:
-                order = order + order_loss(local_emb, self.handcrafted, hp.ORDER_TEMP)
+                order = order + order_loss(local_emb, self.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION)
             parts["order"] = order
             loss = loss + hp.LAMBDA_ORDER * order
         parts["loss"] = loss

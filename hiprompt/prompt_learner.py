@@ -4,7 +4,9 @@ A class prompt is `[SOT] t_1 … t_M <class name> . [EOT]`, with the M context v
 four kinds, in this order: shared by all classes (S), shared within a coarse group (P-S #1),
 within a fine group (P-S #2), and class-specific (C-S). A class in no group at a level gets
 its own vectors in that slot. All-S is CoOp, all-C-S is CSC, and M = 0 is the hand-crafted
-prompt `TEMPLATE.format(name)`.
+prompt `TEMPLATE.format(name)`. After learned tokens stands the class label Y_i as the
+paper writes it (`label`), or the readable name of the hand-crafted prompts (`prompt`:
+"mouse" -> "computer mouse"); the hand-crafted prompt always uses the readable name.
 """
 
 from collections import OrderedDict
@@ -12,9 +14,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .classnames import prompt_name
+from .classnames import label_phrase, prompt_name
 
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
+LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name}  # the name after learned tokens
 
 
 def slot_assignment(classnames, groups) -> torch.Tensor:
@@ -60,16 +63,18 @@ class HierarchicalContext(nn.Module):
 class ClassPromptEncoder(nn.Module):
     """Turns context vectors into class embeddings through the frozen text encoder."""
 
-    def __init__(self, clip, classnames, n_ctx: int, template: str):
+    def __init__(self, clip, classnames, n_ctx: int, template: str, learned_name: str = "label"):
         super().__init__()
+        if learned_name not in LEARNED_NAMES:
+            raise ValueError(f"TRAINER.HIPROMPT.LEARNED_NAME={learned_name!r}: expected one of {sorted(LEARNED_NAMES)}")
         # The frozen CLIP is referenced, not registered: it is no part of the prompt's state.
         self._clip = [clip]
         self.n_ctx = n_ctx
-        names = [prompt_name(c) for c in classnames]
         if n_ctx > 0:
-            texts = [" ".join(["X"] * n_ctx) + f" {name}." for name in names]
+            name_of = LEARNED_NAMES[learned_name]
+            texts = [" ".join(["X"] * n_ctx) + f" {name_of(c)}." for c in classnames]
         else:
-            texts = [template.format(name) for name in names]
+            texts = [template.format(prompt_name(c)) for c in classnames]
         tokens = clip.tokenize(texts)  # [C, L]
         with torch.no_grad():
             embedded = clip.token_embeddings(tokens)  # [C, L, W]
@@ -93,7 +98,7 @@ class HierarchicalPromptLearner(nn.Module):
     """Global and local hierarchical prompts for `classnames` (two independent sets)."""
 
     def __init__(self, clip, classnames, groups: dict, counts: dict, template: str,
-                 std: float = 0.02, local_branch: bool = True):
+                 std: float = 0.02, local_branch: bool = True, learned_name: str = "label"):
         super().__init__()
         for kind in counts:
             if kind not in TOKEN_KINDS or counts[kind] < 0:
@@ -108,7 +113,7 @@ class HierarchicalPromptLearner(nn.Module):
         width = clip.token_width
         self.global_context = HierarchicalContext(counts, slots, width, std)
         self.local_context = HierarchicalContext(counts, slots, width, std) if local_branch else None
-        self.encoder = ClassPromptEncoder(clip, classnames, self.global_context.length, template)
+        self.encoder = ClassPromptEncoder(clip, classnames, self.global_context.length, template, learned_name)
 
     @property
     def learnable(self) -> bool:

@@ -33,6 +33,14 @@ def test_dense_features_are_value_and_output_projections_of_every_position(tiny_
     _, dense = tiny_clip.encode_image_features(images)
     assert torch.allclose(dense, expected, atol=1e-5)
 
+    # TaI-DPT's variant: the positions without the attention pool's positional embedding
+    without = build_clip("tiny", "random", seed=0, dense_pos_embed=False)
+    global_without, dense_without = without.encode_image_features(images)
+    assert torch.allclose(dense_without, pool.c_proj(pool.v_proj(trunk)), atol=1e-5)
+    assert torch.allclose(global_without, tiny_clip.encode_image_features(images)[0], atol=1e-6)
+    assert without.image_identity() != tiny_clip.image_identity()  # separate feature caches
+    assert without.identity() == tiny_clip.identity()  # the text side is the same
+
 
 def test_real_rn50_and_vit_shapes():
     rn50 = build_clip("RN50", "random")
@@ -65,6 +73,7 @@ def test_local_checkpoint_files_load(tmp_path):
     loaded = build_clip("RN50", str(path))
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.model.state_dict().values()))
     assert loaded.identity().startswith("RN50@file-")
+    assert loaded.identity().endswith("+quickgelu")  # every RN50 weight set is QuickGELU-trained
 
     tiny = build_clip("tiny", "random", seed=3)
     tiny_path = tmp_path / "tiny.pt"

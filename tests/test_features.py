@@ -18,7 +18,7 @@ class FakeClip:
         self.calls = 0
         self.fail_after_calls = fail_after_calls
 
-    def identity(self) -> str:
+    def image_identity(self) -> str:
         return "fake-clip-v1"
 
     def encode_image_features(self, images):  # [B, 3, H, W]

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hiprompt.losses import order_loss, ranking_loss
 from hiprompt.prompt_learner import HierarchicalPromptLearner, slot_assignment
@@ -13,9 +14,30 @@ from hiprompt.scoring import fuse, global_scores, local_scores
 def test_ranking_loss_hand_computed():
     scores = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.8, 0.3]])
     labels = torch.tensor([[1.0, 0, 0], [0, 1, 1]])
-    # sample 1: pairs (0,1): 1-0.9+0.2=0.3, (0,2): 1-0.9+0.5=0.6 -> mean 0.45
-    # sample 2: pairs (1,0): 1-0.8+0.1=0.3, (2,0): 1-0.3+0.1=0.8 -> mean 0.55
-    assert ranking_loss(scores, labels, margin=1.0).item() == pytest.approx(0.5)
+    # sample 1: pairs (0,1): 1-0.9+0.2=0.3, (0,2): 1-0.9+0.5=0.6 -> sum 0.9, mean 0.45
+    # sample 2: pairs (1,0): 1-0.8+0.1=0.3, (2,0): 1-0.3+0.1=0.8 -> sum 1.1, mean 0.55
+    assert ranking_loss(scores, labels, margin=1.0).item() == pytest.approx(1.0)
+    assert ranking_loss(scores, labels, margin=1.0, reduction="mean").item() == pytest.approx(0.5)
+
+
+def test_default_ranking_loss_is_eq12_pair_sum_averaged_over_samples():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 9, generator=generator) * 2
+    labels = (torch.rand(6, 9, generator=generator) < 0.3).float()
+    labels[0] = 1.0  # no negative: no pair, left out of the average
+    labels[1, 0] = 1.0  # every other sample has a positive and a negative
+    margin = 1.0
+    per_sample = []
+    for row_scores, row_labels in zip(scores.tolist(), labels.tolist()):
+        positives = [s for s, y in zip(row_scores, row_labels) if y == 1]
+        negatives = [s for s, y in zip(row_scores, row_labels) if y == 0]
+        if positives and negatives:
+            per_sample.append(sum(max(0.0, margin - p + n) for p in positives for n in negatives))
+    expected = sum(per_sample) / len(per_sample)
+    assert len(per_sample) == 5
+    assert ranking_loss(scores, labels, margin).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="expected one of"):
+        ranking_loss(scores, labels, margin, reduction="max")
 
 
 def test_ranking_loss_ignores_samples_without_negatives_and_is_zero_beyond_margin():
@@ -33,6 +55,12 @@ def test_order_loss_value_and_direction():
     value = order_loss(learned, hand, temperature=1.0).item()
     assert value == pytest.approx(kl_learned_hand, abs=1e-6)
     assert value != pytest.approx(kl_hand_learned, abs=1e-3)
+    reverse = order_loss(learned, hand, temperature=1.0, direction="hand_to_learned").item()
+    assert reverse == pytest.approx(kl_hand_learned, abs=1e-6)
+    # ... which is what F.kl_div(log D_learned, D_hand) computes, averaged over rows
+    kl_div = F.kl_div(F.log_softmax(learned @ learned.t(), dim=-1), torch.softmax(hand @ hand.t(), dim=-1),
+                      reduction="batchmean")
+    assert reverse == pytest.approx(kl_div.item(), abs=1e-6)
     assert order_loss(hand, hand, temperature=1.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
@@ -111,3 +139,20 @@ def test_learned_context_changes_class_embeddings(tiny_clip):
     with torch.no_grad():
         learner.global_context.vectors["shared"].add_(1.0)
     assert not torch.allclose(before, learner.class_embeddings()[0])
+
+
+def test_learned_prompts_end_with_the_label_and_hand_crafted_ones_with_the_readable_name(tiny_clip):
+    classnames = ["mouse", "tv"]
+    counts = {"shared": 2, "coarse": 0, "fine": 0, "class": 0}
+
+    def suffix_of(texts, n_ctx):
+        return tiny_clip.token_embeddings(tiny_clip.tokenize(texts))[:, 1 + n_ctx:]
+
+    paper = HierarchicalPromptLearner(tiny_clip, classnames, {}, counts, "a photo of a {}.")
+    assert torch.equal(paper.encoder.suffix, suffix_of(["X X mouse.", "X X tv."], 2))
+    readable = HierarchicalPromptLearner(tiny_clip, classnames, {}, counts, "a photo of a {}.", learned_name="prompt")
+    assert torch.equal(readable.encoder.suffix, suffix_of(["X X computer mouse.", "X X television."], 2))
+    hand = HierarchicalPromptLearner(tiny_clip, classnames, {}, {k: 0 for k in counts}, "a photo of a {}.")
+    assert torch.equal(hand.encoder.suffix, suffix_of(["a photo of a computer mouse.", "a photo of a television."], 0))
+    with pytest.raises(ValueError, match="LEARNED_NAME='Y'"):
+        HierarchicalPromptLearner(tiny_clip, classnames, {}, counts, "{}", learned_name="Y")

@@ -7,7 +7,7 @@ every last-stage position through the attention pool's value and output projecti
 ViT, every patch token through the final norm and projection.
 """
 
-import hashlib
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -15,10 +15,14 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP
+from open_clip.model import CLIP, build_model_from_openai_state_dict
 from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
+
+from ..fileio import file_sha256
+
+log = logging.getLogger(__name__)
 
 # A small model of RN50's architecture family (ResNet tower with an attention pool,
 # transformer text tower, CLIP's BPE tokenizer) for tests and the toy world.
@@ -53,6 +57,12 @@ class WeightsUnavailableError(RuntimeError):
     """The requested pretrained weights cannot be found or downloaded."""
 
 
+# What OpenAI's own checkpoints hold beside the weights (their TorchScript archives keep
+# these as tensors; a state dict taken from such an archive keeps them too).
+OPENAI_STATE_DICT_MARKERS = ("input_resolution", "context_length", "vocab_size")
+ACTIVATIONS = ("auto", "quickgelu", "gelu")
+
+
 def _is_torchscript_archive(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -60,15 +70,54 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name.endswith("constants.pkl") for name in archive.namelist())
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+def _openai_state_dict(path: Path):
+    """The state dict of an OpenAI-format checkpoint file (a TorchScript archive, or a state
+    dict holding OpenAI's marker keys), or None when the file is in another format."""
+    if _is_torchscript_archive(path):
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, ValueError):
+        return None  # not a plain state dict: open_clip's own loader reports what it is
+    if isinstance(state, dict) and all(key in state for key in OPENAI_STATE_DICT_MARKERS):
+        return state
+    return None
 
 
-def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0) -> "ClipBackbone":
+def _tag_quick_gelu(name: str, tag: str) -> bool:
+    """Whether the pretrained weights `tag` of `name` were trained with QuickGELU: OpenAI's
+    always were; for others, open_clip's record of the tag says."""
+    return tag == "openai" or bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False))
+
+
+def _file_quick_gelu(name: str):
+    """Auto activation for a non-OpenAI-format checkpoint file of architecture `name`: True
+    when every pretrained tag open_clip knows for it was trained with QuickGELU (all ResNet
+    CLIPs), None (the architecture config's own) when its tags disagree or there are none."""
+    votes = {_tag_quick_gelu(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name)}
+    if votes == {True}:
+        return True
+    if votes == {True, False}:
+        log.warning(
+            "%s: a checkpoint file not in OpenAI's format; building the activation of the %s "
+            "config. If the file holds OpenAI's weights, set MODEL.BACKBONE.ACTIVATION quickgelu.",
+            name, name,
+        )
+    return None
+
+
+def _explicit_quick_gelu(activation: str):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"MODEL.BACKBONE.ACTIVATION={activation!r}: expected one of {ACTIVATIONS}")
+    return {"quickgelu": True, "gelu": False}.get(activation)
+
+
+def uses_quick_gelu(model: nn.Module) -> bool:
+    return any(isinstance(module, QuickGELU) for module in model.modules())
+
+
+def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0,
+               activation: str = "auto", dense_pos_embed: bool = True) -> "ClipBackbone":
     """Build the frozen backbone.
 
     name: an open_clip model name (`RN50`, `ViT-B-16`, ...) or a tiny config (`tiny`).
@@ -76,77 +125,115 @@ def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0) ->
     path (OpenAI's original TorchScript `.pt` files included), `packaged` for weights shipped
     with this package (the toy world's CLIP), or `random` / `""` for random weights (tests
     only). `seed` fixes random initialisation.
+    activation: the transformer MLP's activation. `auto` builds what the weights were trained
+    with: QuickGELU for OpenAI's weights (the `openai` tag, a TorchScript archive, a state
+    dict in OpenAI's format) and for files of architectures whose every known weights use
+    it; for other tags what open_clip's record of the tag says; otherwise the architecture
+    config's own. `quickgelu` / `gelu` force one.
+    dense_pos_embed: ResNet dense features with the attention pool's positional embedding
+    added to every position (DualCoOp) or without it (TaI-DPT).
     """
+    quick_gelu = _explicit_quick_gelu(activation)
     pretrained = pretrained or "random"
     if pretrained == "packaged":
         if name not in PACKAGED_WEIGHTS:
             raise WeightsUnavailableError(f"no packaged weights for {name!r}: only for {sorted(PACKAGED_WEIGHTS)}")
         pretrained = str(PACKAGED_WEIGHTS[name])
     path = Path(os.path.expanduser(pretrained))
+    is_file = pretrained != "random" and path.is_file()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name in TINY_CONFIGS:
-            model = CLIP(**TINY_CONFIGS[name])
+            model = CLIP(**TINY_CONFIGS[name], quick_gelu=bool(quick_gelu))
             tokenizer_name = "RN50"
             if pretrained != "random":
-                if not path.is_file():
+                if not is_file:
                     raise WeightsUnavailableError(
                         f"{name}: no checkpoint file at {pretrained!r} (the small configs have "
                         "no downloadable weights: pass a state-dict file, or `random`)"
                     )
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        elif name not in open_clip.list_models():
-            raise ValueError(
-                f"unknown backbone {name!r}: expected one of {sorted(TINY_CONFIGS)} or an "
-                "open_clip model name such as RN50, RN101, ViT-B-32, ViT-B-16"
-            )
-        elif pretrained != "random" and path.is_file() and _is_torchscript_archive(path):
-            model = open_clip.load_openai_model(str(path), device="cpu", precision="fp32")
-            tokenizer_name = name
         else:
+            model = _build_open_clip(name, pretrained, path, is_file, quick_gelu)
             tokenizer_name = name
-            if pretrained == "random":
-                model = open_clip.create_model(name, pretrained=None)
-            else:
-                if not path.is_file() and pretrained not in open_clip.list_pretrained_tags_by_model(name):
-                    raise WeightsUnavailableError(
-                        f"{pretrained!r} is neither a file nor a pretrained tag of {name} "
-                        f"(tags: {open_clip.list_pretrained_tags_by_model(name)}). "
-                        + DOWNLOAD_HINT.format(name=name, pretrained=pretrained)
-                    )
-                try:
-                    model = open_clip.create_model(
-                        name, pretrained=str(path) if path.is_file() else pretrained
-                    )
-                except (RuntimeError, OSError) as error:
-                    raise WeightsUnavailableError(
-                        DOWNLOAD_HINT.format(name=name, pretrained=pretrained) + f" ({error})"
-                    ) from error
     if not isinstance(model, CLIP):
         raise ValueError(f"{name} has a separate (Hugging Face) text tower, which is not supported")
     if pretrained == "random":
         weights_id = f"random-seed{seed}"
-    elif path.is_file():
-        weights_id = f"file-{_file_digest(path)}"
+    elif is_file:
+        weights_id = f"file-{file_sha256(path)[:16]}"
     else:
         weights_id = pretrained
-    return ClipBackbone(model, open_clip.get_tokenizer(tokenizer_name), f"{name}@{weights_id}")
+    weights_id += "+quickgelu" if uses_quick_gelu(model) else "+gelu"
+    return ClipBackbone(model, open_clip.get_tokenizer(tokenizer_name), f"{name}@{weights_id}", dense_pos_embed)
+
+
+def _activation_overrides(quick_gelu) -> dict:
+    """open_clip.create_model arguments for an activation (None: the config's own)."""
+    if quick_gelu is None:
+        return {}
+    return {"force_quick_gelu": True} if quick_gelu else {"quick_gelu": False}
+
+
+def _build_open_clip(name: str, pretrained: str, path: Path, is_file: bool, quick_gelu):
+    """An open_clip model named `name` with the weights `pretrained` (tag, file or random)."""
+    if name not in open_clip.list_models():
+        raise ValueError(
+            f"unknown backbone {name!r}: expected one of {sorted(TINY_CONFIGS)} or an "
+            "open_clip model name such as RN50, RN101, ViT-B-32, ViT-B-16"
+        )
+    if pretrained == "random":
+        return open_clip.create_model(name, pretrained=None, **_activation_overrides(quick_gelu))
+    if is_file:
+        openai_state = _openai_state_dict(path)
+        if openai_state is not None:
+            # OpenAI's format: the architecture is read off the weights' shapes (as OpenAI's
+            # own loader does), with the activation its models were trained with.
+            model = build_model_from_openai_state_dict(
+                dict(openai_state), quick_gelu=True if quick_gelu is None else quick_gelu, cast_dtype=None
+            )
+            return model.float().eval()
+        if quick_gelu is None:
+            quick_gelu = _file_quick_gelu(name)
+    elif pretrained in open_clip.list_pretrained_tags_by_model(name):
+        if quick_gelu is None:
+            quick_gelu = _tag_quick_gelu(name, pretrained)
+    else:
+        raise WeightsUnavailableError(
+            f"{pretrained!r} is neither a file nor a pretrained tag of {name} "
+            f"(tags: {open_clip.list_pretrained_tags_by_model(name)}). "
+            + DOWNLOAD_HINT.format(name=name, pretrained=pretrained)
+        )
+    try:
+        return open_clip.create_model(name, pretrained=str(path) if is_file else pretrained,
+                                      **_activation_overrides(quick_gelu))
+    except (RuntimeError, OSError) as error:
+        raise WeightsUnavailableError(
+            DOWNLOAD_HINT.format(name=name, pretrained=pretrained) + f" ({error})"
+        ) from error
 
 
 class ClipBackbone(nn.Module):
     """A frozen open_clip CLIP with global and dense features on both sides."""
 
-    def __init__(self, model: CLIP, tokenizer, identity: str):
+    def __init__(self, model: CLIP, tokenizer, identity: str, dense_pos_embed: bool = True):
         super().__init__()
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._identity = identity
+        self.dense_pos_embed = dense_pos_embed
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
 
     # ----------------------------------------------------------------- properties
     def identity(self) -> str:
-        """Architecture and weights, as used in cache keys."""
+        """Architecture, weights and activation, as used in cache keys."""
+        return self._identity
+
+    def image_identity(self) -> str:
+        """`identity()` and the dense-feature variant, as used in image-feature cache keys."""
+        if isinstance(self.model.visual, ModifiedResNet) and not self.dense_pos_embed:
+            return self._identity + "+dense-without-pos-embed"
         return self._identity
 
     @property
@@ -221,21 +308,21 @@ class ClipBackbone(nn.Module):
         visual = self.model.visual
         images = images.to(self.dtype)
         if isinstance(visual, ModifiedResNet):
-            return self._resnet_features(visual, images)
+            return self._resnet_features(visual, images, self.dense_pos_embed)
         if isinstance(visual, VisionTransformer):
             return self._vit_features(visual, images)
         raise TypeError(f"dense features are not implemented for {type(visual).__name__}")
 
     @staticmethod
-    def _resnet_features(visual: ModifiedResNet, images: torch.Tensor):
+    def _resnet_features(visual: ModifiedResNet, images: torch.Tensor, dense_pos_embed: bool):
         x = visual.stem(images)
         for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
             x = layer(x)  # [B, C, H, W]
         pool = visual.attnpool
         batch, channels, height, width = x.shape
         x = x.flatten(2).permute(2, 0, 1)  # [HW, B, C]
-        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # [1 + HW, B, C]
-        x = x + _resized_grid_embedding(pool.positional_embedding, height, width)[:, None, :].to(x.dtype)
+        trunk = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # [1 + HW, B, C]
+        x = trunk + _resized_grid_embedding(pool.positional_embedding, height, width)[:, None, :].to(trunk.dtype)
         pooled, _ = F.multi_head_attention_forward(
             query=x[:1], key=x, value=x,
             embed_dim_to_check=channels, num_heads=pool.num_heads,
@@ -247,7 +334,7 @@ class ClipBackbone(nn.Module):
             use_separate_proj_weight=True, training=False, need_weights=False,
         )
         global_feats = pooled[0]  # [B, D]
-        dense = pool.c_proj(pool.v_proj(x[1:]))  # [HW, B, D]
+        dense = pool.c_proj(pool.v_proj((x if dense_pos_embed else trunk)[1:]))  # [HW, B, D]
         return global_feats, dense.permute(1, 0, 2)  # [B, D], [B, HW, D]
 
     @staticmethod
