@@ -8,7 +8,8 @@
 
 Runs on Dassl when it is installed (and HIPROMPT_RUNTIME is not `builtin`), otherwise on
 hiprompt's built-in runtime. Configuration: defaults -> dataset YAML -> method YAML ->
-flags -> trailing KEY VALUE pairs.
+flags -> trailing KEY VALUE pairs. An error in the settings, the data or a checkpoint is
+printed as one line (exit status 2); --debug shows its traceback instead.
 """
 
 import argparse
@@ -16,11 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 import datasets  # noqa: F401  (registers the data-set plug-ins)
 import trainers.hierarchical_coop  # noqa: F401  (registers the trainers)
 import trainers.zeroshot_clip  # noqa: F401
 from hiprompt.clip import WeightsUnavailableError
-from hiprompt.config import extend_cfg, get_cfg_default
+from hiprompt.config import ConfigError, extend_cfg, get_cfg_default, validate_cfg
 from hiprompt.data import DataLayoutError
 from hiprompt.registry import USING_DASSL
 from hiprompt.runtime import build_trainer, set_random_seed
@@ -41,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", default="", help="run folder whose checkpoint --eval-only loads")
     parser.add_argument("--load-epoch", type=int, default=None, help="checkpoint epoch to load (default: latest)")
     parser.add_argument("--no-train", action="store_true", help="build everything, train nothing")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE overrides")
     return parser.parse_args(argv)
 
@@ -52,33 +56,57 @@ def setup_cfg(args):
         cfg = extend_cfg(dassl_defaults())
     else:
         cfg = get_cfg_default()
-    if args.dataset_config_file:
-        cfg.merge_from_file(args.dataset_config_file)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            _merge(path, cfg.merge_from_file, path)
     flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
              "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone,
              "MODEL.BACKBONE.WEIGHTS": args.weights}
     cfg.merge_from_list([item for key, value in flags.items() if value for item in (key, value)])
     if args.seed >= 0:
         cfg.SEED = args.seed
-    cfg.merge_from_list(args.opts)
+    _merge("the command line", cfg.merge_from_list, args.opts)
+    validate_cfg(cfg)
     cfg.freeze()
     return cfg
 
 
-def setup_logging(output_dir: str) -> None:
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(Path(output_dir) / "log.txt")]
+def _merge(source, merge, what):
+    """Merge one source of settings; yacs' errors become a ConfigError naming the source."""
+    try:
+        merge(what)
+    except yaml.MarkedYAMLError as error:
+        mark, context = error.problem_mark, f"{error.context}: " if error.context else ""
+        raise ConfigError(f"{source}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML "
+                          f"({context}{error.problem})") from None
+    except AttributeError:  # yacs, given YAML whose top level is not a mapping
+        raise ConfigError(f"{source}: expected a mapping of settings (KEY: value) at the top level") from None
+    except (KeyError, AssertionError, ValueError, yaml.YAMLError) as error:
+        # yacs: a key the schema lacks (KeyError from a file, AssertionError from a list), an
+        # odd KEY VALUE list, a type mismatch; PyYAML: malformed YAML
+        text = error.args[0] if isinstance(error, KeyError) else str(error)
+        hint = " (the keys are documented in hiprompt/config.py)" if text.startswith("Non-existent") else ""
+        raise ConfigError(f"{source}: {text}{hint}") from None
+
+
+def setup_logging(output_dir: str = "") -> None:
+    """Log to stdout and, given a run folder, to its log.txt."""
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_logging()  # until the run folder is known
     try:
         run(args)
     except (DataLayoutError, WeightsUnavailableError, FileNotFoundError, ValueError) as error:
-        logging.error("error: %s", error)
+        if args.debug:
+            raise
+        logging.error("error: %s", " ".join(line.strip() for line in str(error).splitlines() if line.strip()))
         raise SystemExit(2) from None
 
 

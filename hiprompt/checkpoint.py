@@ -2,10 +2,14 @@
 
 Layout (the CoOp convention): `<dir>/<model-name>/model.pth.tar-<epoch>`, epochs counted
 from 1. Each file also keeps the optimiser, scheduler and RNG states, so an interrupted run
-resumes after the last finished epoch. Loading uses `weights_only=True`.
+resumes after the last finished epoch, and `run`: the trainer's fingerprint of what
+determines the learned prompts (settings, knowledge-folder content, backbone identity,
+classes, groups). A resume with another fingerprint is refused, naming the differences.
+Loading uses `weights_only=True`; a file that cannot be read is named as damaged.
 """
 
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -17,34 +21,56 @@ log = logging.getLogger(__name__)
 _PATTERN = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that another run's settings made."""
+
+
 def checkpoint_path(directory, name: str, epoch: int) -> Path:
     return Path(directory) / name / f"model.pth.tar-{epoch}"
 
 
-def latest_epoch(directory, name: str):
-    """The highest saved epoch of model `name` under `directory`, or None."""
+def saved_epochs(directory, name: str) -> list:
+    """The saved epochs of model `name` under `directory`, ascending."""
     folder = Path(directory) / name
     if not folder.is_dir():
-        return None
-    epochs = [int(m.group(1)) for p in folder.iterdir() if (m := _PATTERN.match(p.name))]
-    return max(epochs) if epochs else None
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _PATTERN.match(p.name)))
 
 
-def save_checkpoint(directory, name: str, epoch: int, model, optimizer=None, scheduler=None) -> Path:
+def latest_epoch(directory, name: str):
+    """The highest saved epoch of model `name` under `directory`, or None."""
+    epochs = saved_epochs(directory, name)
+    return epochs[-1] if epochs else None
+
+
+def save_checkpoint(directory, name: str, epoch: int, model, optimizer=None, scheduler=None, run=None) -> Path:
     state = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": torch.get_rng_state(),
+        "run": run,
     }
     path = checkpoint_path(directory, name, epoch)
     atomic_torch_save(state, path)
     return path
 
 
+def _damaged(directory, name: str, epoch: int, reason: str) -> CheckpointError:
+    earlier = [e for e in saved_epochs(directory, name) if e < epoch]
+    if earlier:
+        offer = (f"the previous checkpoint is {checkpoint_path(directory, name, earlier[-1])} (epoch "
+                 f"{earlier[-1]}): delete the damaged file to resume from it, or pass --load-epoch "
+                 f"{earlier[-1]} to evaluate it")
+    else:
+        offer = "there is no earlier checkpoint: delete it and train again"
+    return CheckpointError(f"{checkpoint_path(directory, name, epoch)} is damaged ({reason}); {offer}")
+
+
 def load_checkpoint(directory, name: str, epoch=None) -> dict:
-    """Read `name`'s checkpoint at `epoch` (the latest when None); a clear error if absent."""
+    """Read `name`'s checkpoint at `epoch` (the latest when None); a clear error if absent
+    or damaged."""
     if epoch is None:
         epoch = latest_epoch(directory, name)
         if epoch is None:
@@ -55,25 +81,88 @@ def load_checkpoint(directory, name: str, epoch=None) -> dict:
     path = checkpoint_path(directory, name, epoch)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+        # what torch raises for a truncated, an empty and a foreign file
+        raise _damaged(directory, name, epoch, f"unreadable as a checkpoint: {type(error).__name__}") from None
+    if not isinstance(state, dict) or not {"state_dict", "epoch"} <= set(state):
+        raise _damaged(directory, name, epoch, "a readable file, but not a prompt checkpoint")
+    return state
+
+
+def _short(value) -> str:
+    if isinstance(value, str) and len(value) > 40:  # a digest
+        return repr(value[:12] + "...")
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{', '.join(map(repr, value[:6]))}, ... ({len(value)} in all)]"
+    return repr(value)
+
+
+FINGERPRINT_PARTS = ("settings", "knowledge", "backbone", "classes", "groups")
+
+
+def run_differences(saved, current, epoch: int, parts=FINGERPRINT_PARTS) -> list:
+    """What differs between the fingerprint a checkpoint of `epoch` recorded (`saved`) and
+    this run's (`current`), one readable item each, over `parts` of the fingerprint.
+
+    OPTIM.MAX_EPOCH may differ while the checkpoint's epoch is within the new count and the
+    schedule does not depend on it (not cosine): training then goes on as an uninterrupted
+    run of the new length would have.
+    """
+    if saved is None:
+        return ["the checkpoint records no settings (written before runs were fingerprinted)"]
+    names = {"knowledge": "knowledge-folder content (SHA-256 of DATASET.TEXT.DIR's files)",
+             "backbone": "backbone identity", "classes": "classes", "groups": "prompt groups (groups.json)"}
+    differences = []
+    for part in parts:
+        old, new = saved.get(part), current.get(part)
+        if part != "settings":
+            if old != new:
+                differences.append(f"{names[part]}: {_short(old)} there, {_short(new)} now")
+            continue
+        for key in sorted(set(old) | set(new)):
+            before, after = old.get(key, "(absent)"), new.get(key, "(absent)")
+            extended = (key == "OPTIM.MAX_EPOCH" and new.get("OPTIM.LR_SCHEDULER") != "cosine"
+                        and isinstance(after, int) and after >= epoch)
+            if before != after and not extended:
+                differences.append(f"{key}: {before!r} there, {after!r} now")
+    return differences
 
 
 class PromptCheckpointing:
     """Checkpoint methods with Dassl's names, for the built-in runtime and for Dassl alike
-    (Dassl's own call `torch.load` without `weights_only` and write non-atomically)."""
+    (Dassl's own call `torch.load` without `weights_only` and write non-atomically).
+
+    The trainer provides `fingerprint`: the dict `run_differences` compares.
+    """
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         for name in self.get_model_names():
-            path = save_checkpoint(directory, name, epoch + 1, self._models[name],
-                                   self._optims.get(name), self._scheds.get(name))
+            path = save_checkpoint(directory, name, epoch + 1, self._models[name], self._optims.get(name),
+                                   self._scheds.get(name), run=self.fingerprint)
             log.info("saved %s", path)
 
     def load_model(self, directory, epoch=None):
+        """Load the learned prompts for evaluation. Evaluation settings may differ from the
+        training run's; what gives the tokens their meaning (backbone, classes, groups) may not."""
         if not directory:
             log.warning("no model directory given: evaluating the initial prompts")
             return
         for name in self.get_model_names():
             state = load_checkpoint(directory, name, epoch)
+            path = checkpoint_path(directory, name, state["epoch"])
+            if state.get("run") is None:
+                log.warning("%s records no settings (an older checkpoint): its backbone, classes and "
+                            "groups cannot be checked against this run's", path)
+            else:
+                differences = run_differences(state["run"], self.fingerprint, state["epoch"],
+                                              parts=("backbone", "classes", "groups"))
+                if differences:
+                    raise CheckpointError(
+                        f"{path} was trained for other prompts than this run builds: {'; '.join(differences)}; "
+                        "evaluate it with the training run's backbone, knowledge folder and class set"
+                    )
             try:
                 self._models[name].load_state_dict(state["state_dict"])
             except RuntimeError as error:
@@ -85,13 +174,24 @@ class PromptCheckpointing:
             log.info("loaded %s (epoch %d) from %s", name, state["epoch"], directory)
 
     def resume_model_if_exist(self, directory):
+        """Resume after the last epoch saved under `directory`, if any; refused when the run
+        that saved it had other settings (nothing is loaded or written then)."""
         names = self.get_model_names()
         epochs = [latest_epoch(directory, name) for name in names]
         if not names or any(e is None for e in epochs):
             return 0
         epoch = min(epochs)
-        for name in names:
-            state = load_checkpoint(directory, name, epoch)
+        states = {name: load_checkpoint(directory, name, epoch) for name in names}
+        for name, state in states.items():
+            differences = run_differences(state.get("run"), self.fingerprint, epoch)
+            if differences:
+                raise CheckpointError(
+                    f"cannot resume {checkpoint_path(directory, name, epoch)} (epoch {epoch}): it was "
+                    f"trained with other settings: {'; '.join(differences)}. To start fresh, pass another "
+                    f"--output-dir (or delete {Path(directory) / name}); to continue it, run with the "
+                    f"settings in {Path(directory) / 'run_info.json'}"
+                )
+        for name, state in states.items():
             self._models[name].load_state_dict(state["state_dict"])
             if state["optimizer"] is not None and name in self._optims:
                 self._optims[name].load_state_dict(state["optimizer"])

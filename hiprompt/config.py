@@ -1,5 +1,10 @@
 """The one configuration schema (yacs), with every default documented.
 
+Each default that shapes a result names its source: "paper" (its text or equations),
+"TaI-DPT" (its published configs and code, which the paper's setting follows), "Dassl"
+(the toolbox's own default, as CoOp inherits it), "CoOp", or "measured" (a comparison run
+in the toy world, reported in the README); "this project" where none of them decides.
+
 Order of precedence, as in the CoOp family: these defaults -> dataset YAML -> method YAML
 -> command-line flags -> trailing `KEY VALUE` pairs. Unknown keys are errors.
 
@@ -8,6 +13,11 @@ Dassl's `get_cfg_default()` when Dassl is the runtime.
 """
 
 from yacs.config import CfgNode as CN
+
+from .clip.backbone import ACTIVATIONS
+from .knowledge import KINDS, LABEL_POLICIES
+from .losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
+from .prompt_learner import LEARNED_NAMES
 
 # OpenAI CLIP's input normalisation.
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -25,27 +35,30 @@ def _base_defaults() -> CN:
     cfg.VERBOSE = True
 
     cfg.INPUT = CN()
-    cfg.INPUT.SIZE = (224, 224)
-    cfg.INPUT.INTERPOLATION = "bicubic"
-    cfg.INPUT.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)
-    cfg.INPUT.PIXEL_STD = list(CLIP_PIXEL_STD)
+    cfg.INPUT.SIZE = (224, 224)  # paper (RN50 at 224 px)
+    cfg.INPUT.INTERPOLATION = "bicubic"  # CLIP's preprocessing
+    cfg.INPUT.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)  # CLIP's preprocessing
+    cfg.INPUT.PIXEL_STD = list(CLIP_PIXEL_STD)  # CLIP's preprocessing
 
     cfg.DATASET = CN()
     cfg.DATASET.ROOT = ""  # the data root (folder holding the test set)
     cfg.DATASET.NAME = ""  # the registered image test set: COCO, VOC2007, NUSWIDE, CustomMultiLabel
 
     cfg.DATALOADER = CN()
-    cfg.DATALOADER.NUM_WORKERS = 4
+    cfg.DATALOADER.NUM_WORKERS = 4  # Dassl (speed only)
     cfg.DATALOADER.TRAIN_X = CN()
-    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # text descriptions per step
+    # Text descriptions per step. The paper gives none; TaI-DPT trains on 512. Measured in the
+    # toy world (10-epoch-equivalent schedule, seeds 1-3): 32 gave 97.92 mAP, 512 gave 95.84
+    # (README, "What the changed defaults did").
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 32
     cfg.DATALOADER.TEST = CN()
-    cfg.DATALOADER.TEST.BATCH_SIZE = 64  # images per feature-extraction batch
+    cfg.DATALOADER.TEST.BATCH_SIZE = 64  # images per feature-extraction batch (speed only)
 
     cfg.OPTIM = CN()
-    cfg.OPTIM.NAME = "sgd"  # sgd | adam | adamw
+    cfg.OPTIM.NAME = "sgd"  # sgd | adam | adamw (SGD: paper, TaI-DPT, CoOp)
     cfg.OPTIM.LR = 0.002  # paper
-    cfg.OPTIM.WEIGHT_DECAY = 5e-4
-    cfg.OPTIM.MOMENTUM = 0.9
+    cfg.OPTIM.WEIGHT_DECAY = 5e-4  # Dassl
+    cfg.OPTIM.MOMENTUM = 0.9  # Dassl
     cfg.OPTIM.MAX_EPOCH = 10  # paper
     cfg.OPTIM.LR_SCHEDULER = "multi_step"  # multi_step | cosine | constant
     cfg.OPTIM.STEPSIZE = (2, 5)  # multi_step: epochs at which the lr is multiplied by GAMMA (paper)
@@ -64,7 +77,7 @@ def _base_defaults() -> CN:
     cfg.MODEL = CN()
     cfg.MODEL.INIT_WEIGHTS = ""
     cfg.MODEL.BACKBONE = CN()
-    cfg.MODEL.BACKBONE.NAME = "RN50"  # an open_clip model name, or `tiny` / `toy`
+    cfg.MODEL.BACKBONE.NAME = "RN50"  # an open_clip model name, or `tiny` / `toy` (RN50: paper)
 
     cfg.TRAINER = CN()
     cfg.TRAINER.NAME = ""
@@ -73,14 +86,27 @@ def _base_defaults() -> CN:
 
 def extend_cfg(cfg: CN) -> CN:
     """Add this project's keys (before any YAML is merged)."""
-    cfg.MODEL.BACKBONE.WEIGHTS = "openai"  # open_clip tag, a local checkpoint path, or `random`
+    cfg.MODEL.BACKBONE.WEIGHTS = "openai"  # open_clip tag, a local checkpoint path, or `random` (paper)
+    # Text-tower MLP activation. auto: what the weights were trained with (QuickGELU for
+    # OpenAI's: tag, TorchScript file or OpenAI-format state dict; a tag's own record
+    # otherwise; see hiprompt/clip/backbone.py) | quickgelu | gelu
+    cfg.MODEL.BACKBONE.ACTIVATION = "auto"
+    # ResNet dense image features: add the attention pool's positional embedding to every
+    # position before its value/output projections (DualCoOp) or not (TaI-DPT's dense forward)
+    cfg.MODEL.BACKBONE.DENSE_POS_EMBED = True
     cfg.TEST.EVALUATOR = "MultiLabelEvaluator"  # (Dassl's default is single-label `Classification`)
+    # The trainers build their own scheduler: Dassl's default `single_step` (STEPSIZE (-1,)) is
+    # not one of theirs, so this project's schedule is the default on Dassl too.
+    ours = _base_defaults().OPTIM
+    cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.STEPSIZE = ours.LR_SCHEDULER, ours.STEPSIZE
 
-    cfg.INPUT.TEST_RESIZE = "square"  # square: resize without cropping | resize_crop: shorter side + centre crop
+    # square: resize without cropping (this project: a multi-label image keeps its borders) |
+    # resize_crop: shorter side + centre crop (TaI-DPT)
+    cfg.INPUT.TEST_RESIZE = "square"
 
     cfg.DATASET.TEST_SPLIT = "val2014"  # COCO: val2014 | val2017; VOC2007: test; NUS-WIDE: Test
     cfg.DATASET.KEEP_UNANNOTATED = True  # COCO: keep images without any annotation (TaI-DPT's rule)
-    cfg.DATASET.VOC_DIFFICULT = "negative"  # negative | positive | ignore
+    cfg.DATASET.VOC_DIFFICULT = "negative"  # negative | positive | ignore (negative: TaI-DPT)
     cfg.DATASET.ALLOW_MISSING_IMAGES = False  # evaluate only the listed images present on disk
     cfg.DATASET.CSV = ""  # CustomMultiLabel: CSV of `image,labels` (labels joined by |)
     cfg.DATASET.CLASSNAMES_FILE = ""  # CustomMultiLabel: optional class list, one per line
@@ -89,33 +115,199 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.TEXT = CN()
     cfg.DATASET.TEXT.NAME = "LLMKnowledgeText"
     cfg.DATASET.TEXT.DIR = ""  # the knowledge folder
-    cfg.DATASET.TEXT.KIND = "all"  # coarse | fine | relation | all (or a comma list)
-    cfg.DATASET.TEXT.LABELS = "both"  # asked | found | both: which classes label a sentence
+    cfg.DATASET.TEXT.KIND = "all"  # coarse | fine | relation | all (or a comma list) (all: paper)
+    # asked | found | both: which classes label a sentence (both: METHOD.md, the classes asked
+    # about plus those named, as TaI-DPT labels captions by the names they contain)
+    cfg.DATASET.TEXT.LABELS = "both"
     cfg.DATASET.TEXT.HOLDOUT = 0.0  # fraction of sentences kept out of training for a text-side check
 
     cfg.CACHE_DIR = ""  # feature caches; "" = $HIPROMPT_CACHE or ~/.cache/hiprompt
 
     hp = cfg.TRAINER.HIPROMPT = CN()
-    # Context tokens per kind (Table 4). All-shared = CoOp; all-class = CSC; all zero = hand-crafted.
+    # Context tokens per kind (Table 4; 16/8/4/4 of 32: paper). All-shared = CoOp; all-class =
+    # CSC; all zero = hand-crafted.
     hp.N_CTX_SHARED = 16  # S: shared by all classes
     hp.N_CTX_COARSE = 8  # P-S #1: shared within a coarse (scene) group
     hp.N_CTX_FINE = 4  # P-S #2: shared within a fine group
     hp.N_CTX_CLASS = 4  # C-S: one class only
-    hp.CTX_STD = 0.02  # random initialisation of the context vectors
-    hp.TEMPLATE = "a photo of a {}."  # hand-crafted prompt (zero-shot, order-loss anchor)
-    hp.LOCAL_BRANCH = True  # Table 3: learn local prompts on per-token text features
-    hp.ORDER_LOSS = True  # Table 3: anchor class similarities to the hand-crafted prompts
+    hp.CTX_STD = 0.02  # random initialisation of the context vectors (CoOp)
+    hp.TEMPLATE = "a photo of a {}."  # hand-crafted prompt (zero-shot, order-loss anchor) (CoOp, TaI-DPT)
+    # The name after the learned tokens: label (the class label Y_i, paper §3.3) | prompt (the
+    # readable name of the hand-crafted prompts, e.g. "computer mouse" for "mouse")
+    hp.LEARNED_NAME = "label"
+    hp.LOCAL_BRANCH = True  # Table 3: learn local prompts on per-token text features (paper)
+    hp.ORDER_LOSS = True  # Table 3: anchor class similarities to the hand-crafted prompts (paper)
     hp.LAMBDA_ORDER = 0.2  # λ1 (paper)
-    hp.ORDER_TEMP = 0.1  # softmax temperature turning class-similarity rows into distributions
+    hp.ORDER_TEMP = 0.1  # softmax temperature turning class-similarity rows into distributions (this project)
+    # learned_to_hand: KL(D_learned ‖ D_hand) as Eq. 13 is written (paper) | hand_to_learned:
+    # KL(D_hand ‖ D_learned), what F.kl_div(log D_learned, D_hand) computes
+    hp.ORDER_DIRECTION = "learned_to_hand"
     hp.LAMBDA_FUSE = 0.65  # λ2: weight of the global score at inference (paper)
     hp.MARGIN = 1.0  # ranking-loss margin (paper)
+    # sum: hinge summed over a sample's positive/negative pairs (paper Eq. 12; TaI-DPT's
+    # ranking_loss), then averaged over samples | mean: averaged over the pairs first
+    hp.RANK_REDUCTION = "sum"
     hp.LOGIT_SCALE = 4.0  # fixed scale on cosine scores in the ranking loss (TaI-DPT's value)
     hp.TAU_TEXT = 0.02  # softmax temperature over description tokens (TaI-DPT: 1/50)
-    hp.TAU_IMAGE = 0.025  # softmax temperature over image positions (TaI-DPT: 1/40; NUS-WIDE 1/4)
-    hp.PREC = "fp32"  # fp32 | bf16 (autocast, CUDA only)
+    # softmax temperature over image positions (TaI-DPT: 1/40 for COCO and VOC2007;
+    # configs/datasets/nuswide.yaml sets its 1/4)
+    hp.TAU_IMAGE = 0.025
+    hp.PREC = "fp32"  # fp32 | bf16 (autocast, CUDA only) (fp32: TaI-DPT)
     return cfg
 
 
 def get_cfg_default() -> CN:
     """The full schema for the built-in runtime."""
     return extend_cfg(_base_defaults())
+
+
+# -- ranges and choices ----------------------------------------------------------------------
+class ConfigError(ValueError):
+    """Settings outside their documented range or choices."""
+
+
+def _number(low=None, high=None, *, integer=False, low_open=False, high_open=False):
+    """A rule: a number (an integer when `integer`) in the interval, ends open or closed."""
+    kind = "an integer" if integer else "a number"
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return False
+        if low is not None and (value <= low if low_open else value < low):
+            return False
+        return high is None or (value < high if high_open else value <= high)
+
+    return check, f"{kind} in {interval}"
+
+
+def _choice(*choices):
+    return (lambda value: value in choices), f"one of {', '.join(map(str, choices))}"
+
+
+def _each(rule, length=None):
+    """A rule for a list whose every item obeys `rule` (and, given `length`, of that length)."""
+    check, text = rule
+
+    def check_all(value):
+        return (isinstance(value, (list, tuple)) and len(value) > 0
+                and (length is None or len(value) == length) and all(check(v) for v in value))
+
+    return check_all, f"{length or 'one or more'} values, each {text}"
+
+
+def _text_kinds():
+    def check(value):
+        return value == "all" or (isinstance(value, str) and {k.strip() for k in value.split(",")} <= set(KINDS))
+
+    return check, f"all, or one or a comma list of {', '.join(KINDS)}"
+
+
+RESIZE_MODES = ("square", "resize_crop")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+# Every numeric setting's range and every choice setting's choices (documented above).
+# INPUT.SIZE: at least one stride of the image towers (a ResNet CLIP downsamples 32x).
+RULES = {
+    "SEED": _number(integer=True),
+    "INPUT.SIZE": _each(_number(32, integer=True), length=2),
+    "INPUT.INTERPOLATION": _choice(*INTERPOLATIONS),
+    "INPUT.PIXEL_MEAN": _each(_number(), length=3),
+    "INPUT.PIXEL_STD": _each(_number(0, low_open=True), length=3),
+    "INPUT.TEST_RESIZE": _choice(*RESIZE_MODES),
+    "DATASET.VOC_DIFFICULT": _choice("negative", "positive", "ignore"),
+    "DATASET.TEXT.KIND": _text_kinds(),
+    "DATASET.TEXT.LABELS": _choice(*LABEL_POLICIES),
+    "DATASET.TEXT.HOLDOUT": _number(0, 1, high_open=True),
+    "DATALOADER.NUM_WORKERS": _number(0, integer=True),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": _number(1, integer=True),
+    "DATALOADER.TEST.BATCH_SIZE": _number(1, integer=True),
+    "OPTIM.NAME": _choice("sgd", "adam", "adamw"),
+    "OPTIM.LR": _number(0, low_open=True),
+    "OPTIM.WEIGHT_DECAY": _number(0),
+    "OPTIM.MOMENTUM": _number(0, 1),
+    "OPTIM.MAX_EPOCH": _number(1, integer=True),
+    "OPTIM.LR_SCHEDULER": _choice("multi_step", "cosine", "constant"),
+    "OPTIM.STEPSIZE": _each(_number(1, integer=True)),
+    "OPTIM.GAMMA": _number(0, 1, low_open=True),
+    "TRAIN.PRINT_FREQ": _number(1, integer=True),
+    "TRAIN.CHECKPOINT_FREQ": _number(0, integer=True),
+    "MODEL.BACKBONE.ACTIVATION": _choice(*ACTIVATIONS),
+    "MODEL.BACKBONE.DENSE_POS_EMBED": _choice(True, False),
+    "TRAINER.HIPROMPT.N_CTX_SHARED": _number(0, integer=True),
+    "TRAINER.HIPROMPT.N_CTX_COARSE": _number(0, integer=True),
+    "TRAINER.HIPROMPT.N_CTX_FINE": _number(0, integer=True),
+    "TRAINER.HIPROMPT.N_CTX_CLASS": _number(0, integer=True),
+    "TRAINER.HIPROMPT.CTX_STD": _number(0),
+    "TRAINER.HIPROMPT.TEMPLATE": ((lambda value: isinstance(value, str) and value.count("{}") == 1),
+                                  "a text with one {} where the class name goes"),
+    "TRAINER.HIPROMPT.LEARNED_NAME": _choice(*LEARNED_NAMES),
+    "TRAINER.HIPROMPT.LAMBDA_ORDER": _number(0),
+    "TRAINER.HIPROMPT.ORDER_TEMP": _number(0, low_open=True),
+    "TRAINER.HIPROMPT.ORDER_DIRECTION": _choice(*ORDER_DIRECTIONS),
+    "TRAINER.HIPROMPT.LAMBDA_FUSE": _number(0, 1),
+    "TRAINER.HIPROMPT.MARGIN": _number(0),
+    "TRAINER.HIPROMPT.RANK_REDUCTION": _choice(*RANK_REDUCTIONS),
+    "TRAINER.HIPROMPT.LOGIT_SCALE": _number(0, low_open=True),
+    "TRAINER.HIPROMPT.TAU_TEXT": _number(0, low_open=True),
+    "TRAINER.HIPROMPT.TAU_IMAGE": _number(0, low_open=True),
+    "TRAINER.HIPROMPT.PREC": _choice("fp32", "bf16"),
+}
+
+
+def _lookup(cfg: CN, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate_cfg(cfg: CN) -> None:
+    """Check every setting of `RULES` (keys the config lacks are skipped: a Dassl config
+    before `extend_cfg`); one `ConfigError` names each bad key, its value and what is expected."""
+    problems = []
+    for key, (check, expected) in RULES.items():
+        try:
+            value = _lookup(cfg, key)
+        except KeyError:
+            continue
+        if not check(value):
+            problems.append(f"{key}={value!r}: expected {expected}")
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+
+
+# -- what a resume compares ------------------------------------------------------------------
+# Keys that cannot change the learned prompts. Resuming a run compares every other setting
+# with the one its checkpoint recorded (hiprompt.checkpoint); a name ending in "." covers
+# its whole node. OPTIM.MAX_EPOCH is compared with its own rule there (a run may be extended).
+RESUME_NEUTRAL = (
+    # where a run is written, how it is logged and computed
+    "OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CACHE_DIR", "DATALOADER.NUM_WORKERS",
+    "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+    # the evaluation on images (the test set's classes are compared on their own)
+    "TEST.", "INPUT.", "DATALOADER.TEST.", "DATASET.ROOT", "DATASET.NAME", "DATASET.TEST_SPLIT",
+    "DATASET.KEEP_UNANNOTATED", "DATASET.VOC_DIFFICULT", "DATASET.ALLOW_MISSING_IMAGES",
+    "DATASET.CSV", "DATASET.CLASSNAMES_FILE", "MODEL.BACKBONE.DENSE_POS_EMBED",
+    "TRAINER.HIPROMPT.LAMBDA_FUSE", "TRAINER.HIPROMPT.TAU_IMAGE",
+    # compared by content instead: the knowledge folder's hash, the backbone's identity
+    # (architecture, weights digest, activation)
+    "DATASET.TEXT.DIR", "MODEL.BACKBONE.NAME", "MODEL.BACKBONE.WEIGHTS", "MODEL.BACKBONE.ACTIVATION",
+)
+
+
+def result_settings(cfg: CN) -> dict:
+    """Every setting not in `RESUME_NEUTRAL`, as {dotted key: value} (tuples as lists)."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = prefix + key
+            if isinstance(value, CN):
+                walk(value, name + ".")
+            elif not any(name == k or (k.endswith(".") and name.startswith(k)) for k in RESUME_NEUTRAL):
+                flat[name] = list(value) if isinstance(value, tuple) else value
+
+    walk(cfg, "")
+    return flat

@@ -1,7 +1,8 @@
 """A Dassl-shaped evaluator for multi-label test sets (metrics live in `hiprompt.metrics`).
 
 `evaluate()` prints a table and writes `<cfg.OUTPUT_DIR>/results_<split>.json` atomically:
-the headline metrics, per-class AP by class name, and the counts behind them.
+the headline metrics, per-class AP by class name, the counts behind them, and the images
+that could not be read (left out of the metrics).
 """
 
 import os
@@ -49,7 +50,8 @@ class MultiLabelEvaluator:
         self._labels.append(labels)
         self._ignore.append(torch.as_tensor(ignore).detach().cpu().numpy().astype(bool))
 
-    def evaluate(self) -> OrderedDict:
+    def evaluate(self, unreadable=()) -> OrderedDict:
+        """unreadable: paths of the test images that could not be read (not in the scores)."""
         if not self._scores:
             raise RuntimeError("MultiLabelEvaluator.evaluate() called before any process()")
         scores = np.concatenate(self._scores)  # [N, C]
@@ -74,6 +76,7 @@ class MultiLabelEvaluator:
                 "topk": self.topk,
                 "num_images": metrics["num_images"],
                 "num_classes_evaluated": metrics["num_classes_evaluated"],
+                "unreadable_images": {"count": len(unreadable), "paths": [str(p) for p in unreadable]},
                 "metrics": dict(results),
                 "per_class_AP": dict(zip(classnames, per_class)),
             },

@@ -1,7 +1,9 @@
 """Crash-safe file writing shared by every long job: atomic replace and append-only logs."""
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,43 @@ def atomic_write_text(path, text: str) -> None:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_folder_beside(path) -> Path:
+    """A new empty hidden folder next to `path` (same file system), to fill and then move
+    into place with `replace_folder`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
+
+
+def replace_folder(new, path) -> None:
+    """Put the folder `new` (from `new_folder_beside(path)`, its files written and synced) in
+    the place of `path`: the old folder is renamed aside, `new` renamed in, the old one
+    deleted. A reader sees the whole old folder or the whole new one (or, for the instant
+    between the two renames, none); never a mix of the two."""
+    new, path = Path(new), Path(path)
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+        os.replace(path, old / path.name)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old / path.name, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def atomic_torch_save(obj, path) -> None:

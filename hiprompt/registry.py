@@ -39,6 +39,15 @@ class Registry:
         return name in self._map
 
 
+def lookup(registry, name: str, key: str):
+    """`registry.get(name)`, or a ValueError naming the setting `key` and what is registered
+    (Dassl's registries and the built-in ones raise a bare KeyError)."""
+    names = sorted(registry.registered_names())
+    if name not in names:
+        raise ValueError(f"{key}={name!r} is not registered; registered: {', '.join(names)}")
+    return registry.get(name)
+
+
 def _dassl_registries():
     mode = os.environ.get("HIPROMPT_RUNTIME", "auto")
     if mode not in ("auto", "dassl", "builtin"):

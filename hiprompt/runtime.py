@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .checkpoint import PromptCheckpointing
-from .registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL
+from .registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL, lookup
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class BuiltinTrainerX(PromptCheckpointing):
     """The subset of Dassl's `TrainerX` that this project's trainers use."""
 
     def __init__(self, cfg):
+        self.check_cfg(cfg)  # as Dassl's trainers do
         self.cfg = cfg
         self.device = select_device(cfg)
         self.output_dir = cfg.OUTPUT_DIR
@@ -43,7 +44,11 @@ class BuiltinTrainerX(PromptCheckpointing):
         self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
         self.build_data_loader()
         self.build_model()
-        self.evaluator = EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, lab2cname=self.lab2cname)
+        evaluator = lookup(EVALUATOR_REGISTRY, cfg.TEST.EVALUATOR, "TEST.EVALUATOR")
+        self.evaluator = evaluator(cfg, lab2cname=self.lab2cname)
+
+    def check_cfg(self, cfg):
+        """Dassl's hook: reject settings the trainer cannot use, before anything is built."""
 
     # -- models -------------------------------------------------------------------------
     def register_model(self, name="model", model=None, optim=None, sched=None):
@@ -133,8 +138,9 @@ def build_trainer(cfg):
     """Instantiate the trainer registered as `cfg.TRAINER.NAME`."""
     if not cfg.TRAINER.NAME:
         raise ValueError("TRAINER.NAME is empty: pass --trainer (e.g. HierarchicalCoOp, ZeroshotCLIP)")
+    trainer = lookup(TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
     if USING_DASSL:
         from dassl.engine import build_trainer as dassl_build_trainer
 
         return dassl_build_trainer(cfg)
-    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+    return trainer(cfg)

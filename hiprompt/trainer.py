@@ -6,6 +6,7 @@ computed once and cached; a training step encodes only the prompts.
 """
 
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from . import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
 from .clip import build_clip
+from .config import result_settings, validate_cfg
 from .data.transforms import TestTransform
 from .features import image_features
 from .fileio import atomic_write_json
+from .knowledge import check_class_count, content_hash
 from .method import PromptedCLIP
 from .metrics import multilabel_metrics
 from .paths import cache_root
-from .registry import DATASET_REGISTRY
+from .registry import DATASET_REGISTRY, lookup
 from .scoring import fuse
 from .text_features import text_features
 
@@ -55,8 +58,7 @@ class PromptTraining:
     """
 
     def check_cfg(self, cfg):
-        if cfg.TRAINER.HIPROMPT.PREC not in ("fp32", "bf16"):
-            raise ValueError(f"TRAINER.HIPROMPT.PREC={cfg.TRAINER.HIPROMPT.PREC!r}: expected fp32 or bf16")
+        validate_cfg(cfg)
 
     @property
     def cache_dir(self) -> Path:
@@ -67,7 +69,7 @@ class PromptTraining:
         cfg = self.cfg
         if not cfg.DATASET.NAME:
             raise ValueError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml")
-        self.dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+        self.dataset = lookup(DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME")(cfg)
         self.classnames = list(self.dataset.classnames)
         self.lab2cname = dict(enumerate(self.classnames))
         self.num_classes = len(self.classnames)
@@ -76,7 +78,9 @@ class PromptTraining:
         self.text_set = None
         self.train_loader_x = None
         if cfg.DATASET.TEXT.DIR:
-            self.text_set = DATASET_REGISTRY.get(cfg.DATASET.TEXT.NAME)(cfg, classnames=self.classnames)
+            check_class_count(self.classnames, f"the test set {cfg.DATASET.NAME} (DATASET.NAME)")
+            text_set = lookup(DATASET_REGISTRY, cfg.DATASET.TEXT.NAME, "DATASET.TEXT.NAME")
+            self.text_set = text_set(cfg, classnames=self.classnames)
             self.train_index, self.holdout_index = self._split_corpus(len(self.text_set.corpus.texts))
             labels = torch.from_numpy(self.text_set.corpus.labels)
             self.shuffle_generator = torch.Generator()
@@ -97,7 +101,9 @@ class PromptTraining:
 
     def build_model(self):
         cfg = self.cfg
-        self.clip = build_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS).to(self.device)
+        backbone = cfg.MODEL.BACKBONE
+        self.clip = build_clip(backbone.NAME, backbone.WEIGHTS, activation=backbone.ACTIVATION,
+                               dense_pos_embed=backbone.DENSE_POS_EMBED).to(self.device)
         self.model = PromptedCLIP(self.clip, self.classnames, self.prompt_groups(), cfg.TRAINER.HIPROMPT).to(self.device)
         params = list(self.model.prompts.parameters())
         optimizer = build_optimizer(params, cfg.OPTIM) if params else None
@@ -127,8 +133,20 @@ class PromptTraining:
         if not self.model.prompts.learnable:
             raise ValueError("all context counts are 0 (hand-crafted prompts): nothing to train; use --eval-only")
         self.description_features()
+        corpus = self.text_set.corpus
+        print(f"text corpus {self.cfg.DATASET.TEXT.DIR}: {len(corpus.texts)} sentences "
+              f"({len(self.train_index)} train, {len(self.holdout_index)} held out); lines not "
+              f"used: " + ", ".join(f"{reason} {n}" for reason, n in corpus.dropped.items()))
+        super().before_train()  # resumes, or refuses a checkpoint of other settings
         self._write_run_info()
-        super().before_train()
+
+    @cached_property
+    def fingerprint(self) -> dict:
+        """What determines the learned prompts: recorded in every checkpoint, compared on a
+        resume and (backbone, classes, groups) on loading for evaluation."""
+        text_dir = self.cfg.DATASET.TEXT.DIR
+        return {"settings": result_settings(self.cfg), "knowledge": content_hash(text_dir) if text_dir else None,
+                "backbone": self.clip.identity(), "classes": list(self.classnames), "groups": self.prompt_groups()}
 
     def _write_run_info(self):
         corpus = self.text_set.corpus
@@ -136,8 +154,9 @@ class PromptTraining:
             "trainer": self.cfg.TRAINER.NAME,
             "backbone": self.clip.identity(),
             "knowledge_dir": str(self.cfg.DATASET.TEXT.DIR),
+            "knowledge_hash": self.fingerprint["knowledge"],
             "sentences": {"train": len(self.train_index), "holdout": len(self.holdout_index),
-                          "total": len(corpus.texts)},
+                          "total": len(corpus.texts), "dropped": corpus.dropped},
             "groups": self.prompt_groups(),
             "config": json.loads(json.dumps(self.cfg)),
         })
@@ -209,4 +228,4 @@ class PromptTraining:
         ignore = torch.as_tensor(image_set.ignore)[ok] if image_set.ignore is not None else None
         self.evaluator.reset()
         self.evaluator.process(scores[ok], labels[ok], ignore)
-        return self.evaluator.evaluate()
+        return self.evaluator.evaluate(unreadable=feats.corrupt_paths)

@@ -18,6 +18,17 @@ def answer_key(identity: dict, prompt: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def cached_identities(cache_dir) -> list:
+    """The distinct back-end identities that have answers in `<cache_dir>/answers.jsonl`."""
+    seen = {}
+    if cache_dir:
+        for record in JsonlLog(Path(cache_dir) / "answers.jsonl").read():
+            identity = record.get("identity")
+            if isinstance(identity, dict):
+                seen.setdefault(json.dumps(identity, sort_keys=True), identity)
+    return list(seen.values())
+
+
 class AnswerCache:
     """Answers of one back-end identity, stored in `<cache_dir>/answers.jsonl`."""
 

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="who answers")
     llm.add_argument("--model", default=_DEFAULTS.model,
                      help="model file (chatglm-cpp: GGML .bin; llama-cpp: .gguf) or the "
-                          "server's model name (openai; default: the first it lists)")
+                          "server's model name (openai; default: the one model cached for these "
+                          "settings, else the first the server lists)")
     llm.add_argument("--max-tokens", type=int, default=_DEFAULTS.max_tokens,
                      help="new tokens per answer")
     llm.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
@@ -112,9 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--concurrency", type=int, default=_DEFAULTS.concurrency,
                      help="requests in flight (openai back-end)")
     llm.add_argument("--timeout", type=float, default=_DEFAULTS.timeout,
-                     help="seconds per request (openai back-end)")
+                     help="read timeout: seconds without a byte of an answer (openai back-end)")
+    llm.add_argument("--connect-timeout", type=float, default=_DEFAULTS.connect_timeout,
+                     help="seconds to connect, and to get the model list (openai back-end)")
     llm.add_argument("--retries", type=int, default=_DEFAULTS.retries,
-                     help="retries with exponential back-off (openai back-end)")
+                     help="retries with back-off 1, 2, 4, ... s (at most 30 s), each reported; a "
+                          "request gives up after (retries + 1) x (connect timeout + timeout) + "
+                          "back-off seconds (openai back-end)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar and no summary table")
     return parser
@@ -130,7 +135,7 @@ def config_from_args(args) -> RunConfig:
         model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
         seed=args.seed, n_ctx=args.n_ctx, base_url=args.base_url,
         api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
-        retries=args.retries, cache_dir=str(cache_dir),
+        connect_timeout=args.connect_timeout, retries=args.retries, cache_dir=str(cache_dir),
     )
     return RunConfig(
         classnames=classes, out_dir=Path(args.out), cache_dir=cache_dir,

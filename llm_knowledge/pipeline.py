@@ -7,11 +7,20 @@ classes; a two-class group is its own fine group) and `relation` (Π5 over pairs
 of one group, coarse and fine, at most `n_pairs` per group, chosen with `seed`).
 
 Every answer goes through the `AnswerCache` first, so a rerun asks nothing again.
+
+The folder is written whole into a new folder beside `out_dir` and then swapped in
+(`hiprompt.fileio.replace_folder`). Outputs of stages that did not run this time are carried
+forward from the folder already at `out_dir` only when its manifest says it was made for the
+same classes, synonyms, counts, question texts and back-end identity (`made_for`) and its
+files match the manifest; otherwise they are left out, and a line says so.
 """
 
+import hashlib
 import itertools
 import json
 import random
+import shutil
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -21,7 +30,10 @@ from typing import Dict, List, Tuple
 from tabulate import tabulate
 from tqdm import tqdm
 
-from hiprompt.fileio import atomic_write_json, atomic_write_text
+from hiprompt.fileio import (
+    atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder,
+)
+from hiprompt.knowledge import FILES, MANIFEST, check_class_count, check_groups, verify_manifest
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import BackendError, BackendOptions, create_backend
 from llm_knowledge.cache import AnswerCache
@@ -30,6 +42,7 @@ from llm_knowledge.labelling import Labeller
 from llm_knowledge.parsing import parse_attributes, parse_groups, parse_sentences
 
 STAGES = ("attributes", "coarse", "fine", "groups", "relation")
+_CORPUS_KINDS = ("coarse", "fine", "relation")  # stage name = corpus kind
 _NEEDS = {"coarse": ("attributes",), "fine": ("attributes",), "relation": ("groups",)}
 
 
@@ -145,6 +158,30 @@ def _plan_estimate(stages, counts: Counts, n_classes: int, known: dict) -> int:
     return total
 
 
+def _questions_digest() -> str:
+    """Changes when the text of any question changes."""
+    a, b = "class a", "class b"
+    sample = [Q.common_attributes([a, b], 1), Q.class_attributes(a, 1), Q.describe(a, "size", 1),
+              Q.filter_attributes(a, ["size"], 1), Q.coarse_groups([a, b]), Q.fine_groups([a, b]),
+              Q.relation(a, b, 1)]
+    return hashlib.sha256("\n".join(q.prompt for q in sample).encode("utf-8")).hexdigest()
+
+
+def _check_out_dir(out: Path) -> None:
+    """`out` is replaced as a whole: refuse a file, or a folder holding other files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in FILES + (MANIFEST,)
+                       and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if other:
+            raise ValueError(
+                f"--out {out} holds files that are not a knowledge folder's ({', '.join(other[:5])}"
+                f"{' ...' if len(other) > 5 else ''}); the folder is replaced as a whole: choose a "
+                "new or empty folder"
+            )
+
+
 class KnowledgeRun:
     def __init__(self, config: RunConfig, backend=None):
         if not config.classnames:
@@ -152,6 +189,8 @@ class KnowledgeRun:
         duplicates = sorted(n for n, k in Counter(config.classnames).items() if k > 1)
         if duplicates:
             raise ValueError(f"class names repeat: {duplicates}")
+        check_class_count(config.classnames, f"--classes {config.source or 'list'}")
+        _check_out_dir(Path(config.out_dir))
         self.config = config
         self.stages = resolve_stages(config.stages)
         self.labeller = Labeller(config.classnames, config.synonyms)
@@ -163,6 +202,15 @@ class KnowledgeRun:
         self.corpus: List[dict] = []
         self.attributes = {"common": [], "per_class": {}, "filtered": {}}
         self.groups = {"coarse": [], "fine": []}
+        synonyms = {c: list(config.synonyms.get(c, [])) for c in config.classnames}
+        self.made_for = {
+            "classnames": list(config.classnames),
+            "synonyms_sha256": hashlib.sha256(
+                json.dumps(synonyms, sort_keys=True).encode("utf-8")).hexdigest(),
+            "counts": config.counts.as_dict(),
+            "questions_sha256": _questions_digest(),
+            "backend": self.identity,
+        }
 
     # -- stages -------------------------------------------------------------------------
 
@@ -297,33 +345,80 @@ class KnowledgeRun:
             print(format_summary(manifest))
         return manifest
 
+    def _carry_forward(self) -> list:
+        """Take the outputs of stages that did not run now from the folder at `out_dir` when
+        it was made for the same `made_for` and its files match its manifest (see the module
+        docstring); returns the stages carried, and prints why others were left out."""
+        out = Path(self.config.out_dir)
+        try:
+            manifest = verify_manifest(out)
+        except ValueError as error:
+            print(f"llm-knowledge: nothing carried forward from {out}: {error}", file=sys.stderr)
+            return []
+        if manifest is None:
+            return []
+        earlier = [s for s in STAGES if s in manifest.get("stages", []) and s not in self.stages]
+        if earlier and manifest.get("made_for") != self.made_for:
+            print(f"llm-knowledge: {out} was made for other classes, synonyms, counts, questions "
+                  f"or back-end: its {', '.join(earlier)} output is not carried forward",
+                  file=sys.stderr)
+            return []
+        if {"attributes", "fine"} & set(earlier):
+            attributes = json.loads((out / "attributes.json").read_text(encoding="utf-8"))
+            if "attributes" in earlier:
+                self.attributes["common"] = attributes["common"]
+                self.attributes["per_class"] = attributes["per_class"]
+            if "fine" in earlier:
+                self.attributes["filtered"] = attributes["filtered"]
+        if "groups" in earlier:
+            self.groups = json.loads((out / "groups.json").read_text(encoding="utf-8"))
+        kinds = [k for k in _CORPUS_KINDS if k in earlier]
+        if kinds:
+            with open(out / "corpus.jsonl", encoding="utf-8") as handle:
+                self.corpus += [r for r in map(json.loads, handle) if r["kind"] in kinds]
+            self.corpus.sort(key=lambda r: _CORPUS_KINDS.index(r["kind"]))  # stable
+        return earlier
+
     def _write(self, asker, seconds: float) -> dict:
         config, out = self.config, Path(self.config.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "classnames.txt", "".join(f"{c}\n" for c in config.classnames))
-        atomic_write_json(out / "synonyms.json",
-                          {c: list(config.synonyms.get(c, [])) for c in config.classnames})
-        if "attributes" in self.stages:
-            atomic_write_json(out / "attributes.json", self.attributes)
-        if "groups" in self.stages:
-            atomic_write_json(out / "groups.json", self.groups)
-        if {"coarse", "fine", "relation"} & set(self.stages):
-            atomic_write_text(out / "corpus.jsonl", "".join(
-                json.dumps(record, ensure_ascii=False) + "\n" for record in self.corpus))
-        manifest = {
-            "classes": config.source,
-            "n_classes": len(config.classnames),
-            "backend": self.identity,
-            "profile": config.profile,
-            "counts": config.counts.as_dict(),
-            "stages": list(self.stages),
-            "questions": asker.summary(),
-            "llm_calls": asker.llm_calls,
-            "corpus": dict(Counter(r["kind"] for r in self.corpus)),
-            "cache": str(self.cache.path),
-            "time_s": round(seconds, 3),
-        }
-        atomic_write_json(out / "manifest.json", manifest)
+        carried = self._carry_forward()
+        stages = [s for s in STAGES if s in self.stages or s in carried]
+        if "groups" in stages:
+            check_groups(self.groups, config.classnames, "groups made by the LLM stage")
+        new = new_folder_beside(out)
+        try:
+            atomic_write_text(new / "classnames.txt", "".join(f"{c}\n" for c in config.classnames))
+            atomic_write_json(new / "synonyms.json",
+                              {c: list(config.synonyms.get(c, [])) for c in config.classnames})
+            if "attributes" in stages:
+                atomic_write_json(new / "attributes.json", self.attributes)
+            if "groups" in stages:
+                atomic_write_json(new / "groups.json", self.groups)
+            if set(_CORPUS_KINDS) & set(stages):
+                atomic_write_text(new / "corpus.jsonl", "".join(
+                    json.dumps(record, ensure_ascii=False) + "\n" for record in self.corpus))
+            manifest = {
+                "classes": config.source,
+                "n_classes": len(config.classnames),
+                "backend": self.identity,
+                "profile": config.profile,
+                "counts": config.counts.as_dict(),
+                "stages": stages,
+                "carried_forward": carried,
+                "made_for": self.made_for,
+                "questions": asker.summary(),
+                "llm_calls": asker.llm_calls,
+                "corpus": dict(Counter(r["kind"] for r in self.corpus)),
+                "files": {name: file_sha256(new / name) for name in FILES
+                          if (new / name).exists()},
+                "cache": str(self.cache.path),
+                "time_s": round(seconds, 3),
+            }
+            atomic_write_json(new / MANIFEST, manifest)
+            replace_folder(new, out)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
         return manifest
 
 
@@ -341,8 +436,10 @@ def format_summary(manifest: dict) -> str:
     table = tabulate(rows, headers=["question", "asked", "cached", "LLM calls", "answered",
                                     "refused", "items", "short", "unusable", "why unusable"])
     corpus = ", ".join(f"{k} {v}" for k, v in manifest["corpus"].items()) or "none"
+    carried = (f"; carried forward from the earlier folder: {', '.join(manifest['carried_forward'])}"
+               if manifest.get("carried_forward") else "")
     return (f"{table}\ncorpus sentences: {corpus}; LLM calls: {manifest['llm_calls']}; "
-            f"time: {manifest['time_s']:.1f} s")
+            f"time: {manifest['time_s']:.1f} s{carried}")
 
 
 def run(config: RunConfig, backend=None) -> dict:

@@ -1,5 +1,13 @@
 # Sourced by main.sh and eval.sh: the token composition and the run name.
 # Needs NCTX, BACKBONE and the OPTS array; sets N_S N_P1 N_P2 N_C, RUN and CTX_OPTS.
+NUMBER='(0|[1-9][0-9]*)'
+if [[ ! $NCTX =~ ^${NUMBER}$ ]]; then
+    echo "error: NCTX='$NCTX': expected a whole number of context tokens, e.g. 32" >&2; exit 2
+fi
+if [[ -n ${COMPOSITION:-} && ! $COMPOSITION =~ ^${NUMBER}(,${NUMBER}){3}$ ]]; then
+    echo "error: COMPOSITION='$COMPOSITION': expected four whole numbers S,P1,P2,C (tokens shared," \
+         "per coarse group, per fine group, per class) adding up to NCTX, e.g. 16,8,4,4" >&2; exit 2
+fi
 if [[ -n ${COMPOSITION:-} ]]; then
     IFS=, read -r N_S N_P1 N_P2 N_C <<< "$COMPOSITION"
 else

@@ -38,14 +38,13 @@ TRAINER_CFG=configs/trainers/${TRAINER}/${BACKBONE}.yaml
 for f in "$DATASET_CFG" "$TRAINER_CFG"; do
     [[ -f $f ]] || { echo "error: $f not found (DATASET or BACKBONE unknown)" >&2; exit 2; }
 done
+source scripts/common.sh
 
 if [[ $DATASET == toy && ! -f $DATA/labels.csv ]]; then
     # The toy world's held-out images are generated (seeded) when absent.
     python -m hiprompt.toyworld.generate --out "$DATA"
 fi
 DATA=$DATA bash scripts/knowledge.sh "$DATASET" "$KNOWLEDGE"
-
-source scripts/common.sh
 
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/${DATASET}/${TRAINER}/${RUN}/seed${SEED}

@@ -1,18 +1,27 @@
 """The pipeline's logic, CLI and registry with a scripted back-end (fast; the real-LLM runs
 are in test_llm_llamacpp.py and test_llm_chatglm.py)."""
 
+import contextlib
+import dataclasses
 import importlib.util
 import json
+import re
 import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from hiprompt.knowledge import KnowledgeFolder
+from llm_knowledge import questions as Q
 from llm_knowledge.backends import (
     BackendError, BackendOptions, backend_class, create_backend, register_backend,
 )
 from llm_knowledge.cli import main
 from llm_knowledge.counts import build_counts
-from llm_knowledge.pipeline import RunConfig, resolve_stages, run
+from llm_knowledge.pipeline import STAGES, RunConfig, resolve_stages, run
 from llm_knowledge.questions import KINDS
 
 
@@ -157,6 +166,9 @@ def test_http_backend_reports_an_unreachable_server():
     options = BackendOptions(base_url=f"http://127.0.0.1:{port}/v1", retries=0, timeout=5)
     with pytest.raises(BackendError, match="cannot reach the LLM server"):
         create_backend("openai", options)
+    with pytest.raises(BackendError, match=re.escape(
+            "--retries must be >= 0 and --timeout, --connect-timeout > 0 (got -1, 5, 10.0)")):
+        create_backend("openai", dataclasses.replace(options, retries=-1))
 
 
 def _cli(tmp_path, *args):
@@ -245,3 +257,257 @@ def test_toy_oracle_runs_the_whole_stage_when_present(tmp_path):
     assert manifest["corpus"] and manifest["llm_calls"] > 0
     groups = json.loads((tmp_path / "out" / "groups.json").read_text())
     assert all(set(g) <= set(config.classnames) for level in groups.values() for g in level)
+
+
+# ------------------------------------------------------------------ the folder as a whole
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _refused(out: Path) -> str:
+    """The reader's error for the folder `out`, less the advice that ends each such error."""
+    with pytest.raises(ValueError) as info:
+        KnowledgeFolder(out)
+    advice = (f"; the folder was changed after `python -m llm_knowledge` wrote it: make it again "
+              f"with --out {out}")
+    assert str(info.value).endswith(advice)
+    return str(info.value)[:-len(advice)]
+
+
+def test_partial_rerun_for_other_classes_carries_nothing_stale(tmp_path, capsys):
+    run(_config(tmp_path))
+    out = tmp_path / "out"
+    stale_corpus = (out / "corpus.jsonl").read_bytes()
+    four = tmp_path / "four.txt"
+    four.write_text("dog\ncat\ncar\nbus\n")
+    assert _cli(tmp_path, "--classes", str(four), "--backend", "scripted", "--profile", "small",
+                "--stages", "groups") == 0
+    assert (f"{out} was made for other classes, synonyms, counts, questions or back-end: its "
+            "attributes, coarse, fine, relation output is not carried forward"
+            in capsys.readouterr().err)
+    assert sorted(_files(out)) == ["classnames.txt", "groups.json", "manifest.json",
+                                   "synonyms.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"] == ["groups"] and manifest["carried_forward"] == []
+    folder = KnowledgeFolder(out)
+    assert folder.classnames == ["dog", "cat", "car", "bus"]
+    with pytest.raises(FileNotFoundError, match="corpus.jsonl is missing"):
+        folder.corpus()
+    (out / "corpus.jsonl").write_bytes(stale_corpus)  # the stale corpus put back by hand
+    assert _refused(out) == f"{out}: corpus.jsonl not made with manifest.json (left from another run)"
+
+
+def test_partial_rerun_for_the_same_classes_carries_the_earlier_stages(tmp_path, capsys):
+    config = _config(tmp_path)
+    run(config)
+    out = tmp_path / "out"
+    before = _files(out)
+    config.stages = ("relation",)  # runs groups and relation again
+    manifest = run(config)
+    after = _files(out)
+    assert {n: after[n] for n in after if n != "manifest.json"} == {
+        n: before[n] for n in before if n != "manifest.json"}
+    assert manifest["stages"] == list(STAGES)
+    assert manifest["carried_forward"] == ["attributes", "coarse", "fine"]
+    assert set(manifest["questions"]) == {"coarse_groups", "fine_groups", "relation"}
+    assert len(KnowledgeFolder(out).corpus().texts) == sum(manifest["corpus"].values()) > 0
+    capsys.readouterr()
+    config.counts = build_counts("small", ["n_sentences=2"])  # other questions: nothing carried
+    config.stages = ("groups",)
+    manifest = run(config)
+    assert manifest["stages"] == ["groups"] and manifest["carried_forward"] == []
+    assert not (out / "corpus.jsonl").exists() and not (out / "attributes.json").exists()
+    assert "is not carried forward" in capsys.readouterr().err
+
+
+def test_reader_refuses_a_file_changed_after_the_run(tmp_path):
+    run(_config(tmp_path))
+    out = tmp_path / "out"
+    corpus = out / "corpus.jsonl"
+    original = corpus.read_bytes()
+    assert KnowledgeFolder(out).corpus().texts
+    corpus.write_bytes(original + b'{"text": "A stale dog.", "asked": ["dog"], "found": ["dog"], '
+                                  b'"kind": "coarse", "question": "q"}\n')
+    assert _refused(out) == f"{corpus} differs from the file recorded in {out / 'manifest.json'} (SHA-256)"
+
+
+def test_out_folder_holding_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _cli(tmp_path, "--classes", "voc2007", "--backend", "scripted") == 2
+    assert capsys.readouterr().err == (
+        f"llm-knowledge: error: --out {out} holds files that are not a knowledge folder's "
+        "(notes.txt); the folder is replaced as a whole: choose a new or empty folder\n")
+    assert _files(out) == {"notes.txt": b"mine"}
+
+
+def test_one_class_is_refused_before_any_question(tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("dog\n")
+    ScriptedBackend.calls = 0
+    assert _cli(tmp_path, "--classes", str(one), "--backend", "scripted") == 2
+    assert capsys.readouterr().err == (
+        f"llm-knowledge: error: --classes {one}: 1 class (dog): the ranking loss needs at least "
+        "two classes (it ranks a sentence's classes above the others)\n")
+    assert ScriptedBackend.calls == 0 and not (tmp_path / "out").exists()
+
+
+class OverlappingGroupsBackend(ScriptedBackend):
+    """Groups that overlap, repeat classes and leave the coarse group they were asked about."""
+
+    def answer_many(self, questions):
+        for question, answer in zip(questions, super().answer_many(questions)):
+            if question.kind == "coarse_groups":
+                yield "Home: dog, cat, bed, dog\nPets: cat, dog, car\nStreet: car, bus, cat"
+            elif question.kind == "fine_groups":
+                yield "Pets: dog, cat\nMix: cat, bed, car\nRest: bed, bus"
+            else:
+                yield answer
+
+
+def test_overlapping_group_answers_are_written_as_valid_groups(tmp_path):
+    register_backend("overlapping", OverlappingGroupsBackend)
+    config = _config(tmp_path)
+    config.backend, config.stages = "overlapping", ("groups",)
+    manifest = run(config)
+    # the documented rule: a class keeps the first group that names it
+    expected = {"coarse": [["dog", "cat", "bed"], ["car", "bus"]],
+                "fine": [["dog", "cat"], ["car", "bus"]]}
+    assert json.loads((tmp_path / "out" / "groups.json").read_text()) == expected
+    assert KnowledgeFolder(tmp_path / "out").groups == expected
+    assert manifest["questions"]["coarse_groups"]["unusable_by_reason"] == {
+        "already_grouped": 3, "singleton_group": 1}
+    assert manifest["questions"]["fine_groups"]["unusable_by_reason"] == {
+        "already_grouped": 1, "not_in_question": 2, "singleton_group": 2}
+
+
+def test_every_unusable_reason_is_documented():
+    repo = Path(__file__).resolve().parents[1]
+    source = "".join(p.read_text() for p in (repo / "llm_knowledge").rglob("*.py"))
+    reasons = set(re.findall(r'rejected\["(\w+)"\]', source))
+    assert {"empty", "duplicate", "not_in_list", "singleton_group"} <= reasons
+    docs = (repo / "docs" / "llm_knowledge.md").read_text()
+    assert sorted(r for r in reasons if f"`{r}`" not in docs) == []
+
+
+# ------------------------------------------------------------------ the HTTP back-end
+@contextlib.contextmanager
+def _silent_server():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    stop, held = threading.Event(), []
+
+    def accept():
+        while not stop.is_set():
+            with contextlib.suppress(socket.timeout):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_http_backend_reports_each_retry_to_a_silent_server(capsys):
+    with _silent_server() as url:
+        options = BackendOptions(base_url=url, connect_timeout=0.2, timeout=60, retries=2)
+        started = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            create_backend("openai", options)  # no --model: the model list, with the short timeout
+        elapsed = time.monotonic() - started
+        assert str(info.value).startswith(
+            f"cannot reach the LLM server at {url}/models after 3 attempts (ReadTimeout")
+        assert 3 <= elapsed < 7  # 3 x 0.2 s + back-off 1 + 2 s, not the 60 s read timeout
+        retries = [line for line in capsys.readouterr().err.splitlines() if "retry" in line]
+        assert len(retries) == 2
+        for number, (line, delay) in enumerate(zip(retries, (1, 2)), 1):
+            assert line.startswith(f"llm-knowledge: {url}/models: ReadTimeout")
+            assert line.endswith(f"; retry {number} of 2 in {delay} s")
+
+        backend = create_backend("openai", dataclasses.replace(options, model="m", timeout=0.3,
+                                                               retries=1))
+        timeout = backend._client.timeout
+        assert (timeout.connect, timeout.read) == (0.2, 0.3)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match=re.escape(
+                f"cannot reach the LLM server at {url}/chat/completions after 2 attempts "
+                "(ReadTimeout")):
+            list(backend.answer_many([Q.relation("dog", "cat", 1)]))
+        assert time.monotonic() - started < 4  # 2 x 0.3 s + back-off 1 s
+        assert "; retry 1 of 1 in 1 s" in capsys.readouterr().err
+
+
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self._reply({"data": [{"id": model} for model in self.server.models]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply({"choices": [{"message": {"content": "Home: dog, cat, bed\nStreet: car, bus"}}]})
+
+    def _reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _openai_server(models):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    server.models = models
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_fully_cached_rerun_needs_no_server(tmp_path, capsys):
+    config = _config(tmp_path, retries=0, connect_timeout=0.5)
+    config.backend, config.stages = "openai", ("groups",)
+    with _openai_server(["m1"]) as url:
+        config.options = dataclasses.replace(config.options, base_url=url)
+        first = run(config)
+    assert first["backend"]["model"] == "m1" and first["llm_calls"] == 2
+    out = tmp_path / "out"
+    made = _files(out)
+
+    second = run(config)  # the server is gone
+    assert second["llm_calls"] == 0 and second["backend"] == first["backend"]
+    assert {n: v for n, v in _files(out).items() if n != "manifest.json"} == {
+        n: v for n, v in made.items() if n != "manifest.json"}
+    assert "model 'm1' taken from the answer cache" in capsys.readouterr().err
+
+    before = _files(out)
+    config.stages = ("attributes",)  # answers not cached need the server
+    with pytest.raises(BackendError, match=re.escape(
+            f"cannot reach the LLM server at {url}/models after 1 attempts (ConnectError")):
+        run(config)
+    assert _files(out) == before
+    with _openai_server(["m2"]) as url:  # a server with another model: refused, never mixed
+        config.options = dataclasses.replace(config.options, base_url=url)
+        with pytest.raises(BackendError) as info:
+            run(config)
+    assert str(info.value) == (
+        f"the answers cached for these settings are from model 'm1', but the LLM server at {url} "
+        "serves ['m2']: pass --model to choose")
+    assert _files(out) == before

@@ -53,3 +53,16 @@ def test_main_script_says_how_to_make_missing_knowledge(tmp_path):
     assert result.returncode == 1
     assert "python -m llm_knowledge --classes coco" in result.stderr
     assert "HIPROMPT_LLM_BACKEND" in result.stderr
+
+
+def test_main_script_checks_nctx_and_composition_before_doing_anything(tmp_path):
+    env = dict(os.environ, DATA=str(tmp_path / "data"), KNOWLEDGE=str(tmp_path / "knowledge"),
+               OUTPUT=str(tmp_path / "output"))
+    result = run_main(env, "toy", "toy", "abc")
+    assert result.returncode == 2
+    assert result.stderr == "error: NCTX='abc': expected a whole number of context tokens, e.g. 32\n"
+    env["COMPOSITION"] = "16,8,4"
+    result = run_main(env, "toy", "toy", "32")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: COMPOSITION='16,8,4': expected four whole numbers S,P1,P2,C")
+    assert list(tmp_path.iterdir()) == []  # no images generated, no knowledge made, no run started

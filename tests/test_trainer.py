@@ -71,12 +71,11 @@ def small_corpus(seed=0):
     return sentences
 
 
-@pytest.fixture
-def text_world(tmp_path):
-    """A knowledge folder over CLASSES and a small custom image set (random pixels)."""
-    knowledge = write_knowledge_folder(tmp_path / "knowledge", CLASSES,
-                                       {"coarse": SCENES, "fine": [["car", "bus"]]}, small_corpus())
-    images = tmp_path / "images"
+def make_text_world(folder):
+    """A knowledge folder over CLASSES and a small custom image set (random pixels) in `folder`."""
+    knowledge = write_knowledge_folder(folder / "knowledge", CLASSES,  # a class is in one group
+                                       {"coarse": SCENES[:3], "fine": [["car", "bus"]]}, small_corpus())
+    images = folder / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
     rows = ["image,labels"]
@@ -85,6 +84,11 @@ def text_world(tmp_path):
         rows.append(f"{i}.png,{CLASSES[i]}|{CLASSES[(i + 3) % 8]}")
     (images / "labels.csv").write_text("\n".join(rows) + "\n")
     return knowledge, images
+
+
+@pytest.fixture
+def text_world(tmp_path):
+    return make_text_world(tmp_path)
 
 
 def make_cfg(trainer, text_world, out, *opts):
@@ -170,3 +174,49 @@ def test_eval_only_with_other_prompt_structure_says_what_to_match(text_world, tm
                                    "TRAINER.HIPROMPT.N_CTX_CLASS", "2"))
     with pytest.raises(ValueError, match="N_CTX_"):
         other.load_model(str(out))
+
+
+def test_unused_corpus_lines_are_counted_printed_and_recorded(text_world, tmp_path, capsys):
+    knowledge, _ = text_world
+    with open(knowledge / "corpus.jsonl", "a") as handle:
+        for record in ({"text": "", "asked": ["dog"], "found": ["dog"], "kind": "coarse"},
+                       {"text": "a dog in a scene.", "asked": ["dog"], "found": ["dog"], "kind": "scene"},
+                       {"text": "nothing named here.", "asked": [], "found": [], "kind": "relation"}):
+            handle.write(json.dumps(record) + "\n")
+    out = tmp_path / "run"
+    build_trainer(make_cfg("HierarchicalCoOp", text_world, out, "OPTIM.MAX_EPOCH", "1",
+                           "TEST.NO_TEST", "True")).train()
+    sentences = json.loads((out / "run_info.json").read_text())["sentences"]
+    assert sentences["total"] == len(small_corpus())
+    assert sentences["dropped"] == {"kind_not_selected": 0, "unknown_kind": 1, "empty_text": 1, "no_label": 1}
+    assert (f"text corpus {knowledge}: {len(small_corpus())} sentences ({sentences['train']} train, "
+            f"{sentences['holdout']} held out); lines not used: kind_not_selected 0, unknown_kind 1, "
+            "empty_text 1, no_label 1") in capsys.readouterr().out
+
+
+def test_one_class_test_set_is_refused_before_training(text_world, tmp_path, capsys):
+    knowledge, images = text_world
+    (images / "one.csv").write_text("image,labels\n0.png,dog\n1.png,dog\n")
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--root", str(images), "--seed", "1", *HC_TINY, "--dataset-config-file",
+                    "configs/datasets/custom.yaml", "--output-dir", str(out), "DATASET.CSV", "one.csv",
+                    "DATASET.TEXT.DIR", str(knowledge)])
+    assert exit_info.value.code == 2
+    assert ("error: the test set CustomMultiLabel (DATASET.NAME): 1 class (dog): the ranking loss needs at "
+            "least two classes") in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt"]  # no checkpoint, run_info or results
+
+
+def test_unreadable_images_are_listed_in_the_results(text_world, tmp_path):
+    knowledge, images = text_world
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rows = (images / "labels.csv").read_text() + "broken.png,dog\n"
+    (images / "with_broken.csv").write_text(rows)
+    args = ["--root", str(images), *ZS_TINY, "--dataset-config-file", "configs/datasets/custom.yaml", "--eval-only"]
+    train.main(args + ["--output-dir", str(tmp_path / "broken"), "DATASET.CSV", "with_broken.csv"])
+    broken = results(tmp_path / "broken")
+    assert broken["unreadable_images"] == {"count": 1, "paths": [str((images / "broken.png").resolve())]}
+    assert broken["num_images"] == 6  # left out of the metrics
+    train.main(args + ["--output-dir", str(tmp_path / "clean"), "DATASET.CSV", "labels.csv"])
+    assert results(tmp_path / "clean")["unreadable_images"] == {"count": 0, "paths": []}

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 from torchvision import transforms as T
 
-from hiprompt.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
-
-RESIZE_MODES = ("square", "resize_crop")
+from hiprompt.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, RESIZE_MODES
 _INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,
     "bilinear": T.InterpolationMode.BILINEAR,

@@ -1,13 +1,12 @@
 """What every back-end shares: its options, its error type, and the model-file hash."""
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hiprompt.fileio import atomic_write_json
+from hiprompt import fileio
 
 
 class BackendError(RuntimeError):
@@ -21,8 +20,10 @@ class BackendOptions:
     model: a model file (chatglm-cpp, llama-cpp) or the server's model name (openai; empty:
     the first model the server lists). max_tokens: new tokens per answer. temperature: 0 is
     greedy decoding. seed: sampling seed where the back-end has one. n_ctx: context length
-    of local models. base_url, api_key_env, concurrency, timeout, retries: the HTTP
-    back-end. cache_dir: where the model-file hashes are remembered.
+    of local models. base_url, api_key_env, concurrency, timeout (seconds without a byte
+    of the answer), connect_timeout (seconds to connect, and to get the model list),
+    retries: the HTTP back-end. cache_dir: the answer cache's folder (model-file hashes are
+    remembered there; the HTTP back-end looks up the cached model name there).
     """
 
     model: str = ""
@@ -34,6 +35,7 @@ class BackendOptions:
     api_key_env: str = "HIPROMPT_LLM_API_KEY,OPENAI_API_KEY"
     concurrency: int = 4
     timeout: float = 600.0
+    connect_timeout: float = 10.0
     retries: int = 4
     cache_dir: Optional[str] = None
 
@@ -64,12 +66,8 @@ def file_sha256(path: Path, cache_dir=None) -> str:
             table = {}
     if key in table:
         return table[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = fileio.file_sha256(path)
     if table_path:
         table[key] = value
-        atomic_write_json(table_path, table)
+        fileio.atomic_write_json(table_path, table)
     return value
