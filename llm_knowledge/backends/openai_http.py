@@ -10,8 +10,11 @@ stderr. A request therefore gives up after at most
 
 The model: `options.model`, else the one model whose answers for these settings are in the
 answer cache (`cache_dir`; the server is then asked only when an answer is missing, and
-must list that model), else the first model the server lists. The API key, if any, is read
-from the first set environment variable named in `api_key_env`.
+must list that model), else the first model the server lists. Before the first question it
+sends, the back-end asks the server's model list with the short `connect_timeout`, so a
+server that accepts connections but never answers is reported within seconds, not after a
+read timeout; a fully cached run asks the server nothing. The API key, if any, is read from
+the first set environment variable named in `api_key_env`.
 """
 
 import os
@@ -56,15 +59,17 @@ class OpenAIBackend:
         )
         self._lock = threading.Lock()
         self._model = options.model
-        self._unconfirmed = False  # True: the model came from the cache, not from the server
+        self._from_cache = False  # the model came from the answer cache, not from the server
+        self._unconfirmed = True  # the server has not been asked yet (or the error it gave)
         if not self._model:
             self._model = self._cached_model()
-            self._unconfirmed = bool(self._model)
-            if self._unconfirmed:
+            self._from_cache = bool(self._model)
+            if self._from_cache:
                 _note(f"model {self._model!r} taken from the answer cache (the only one cached for "
                       "these settings); the server is asked only for answers not cached")
             else:
                 self._model = self._models()[0]
+                self._unconfirmed = False
 
     def _request(self, method: str, path: str, payload=None, timeout=None) -> dict:
         url = f"{self._base_url}{path}"
@@ -115,8 +120,9 @@ class OpenAIBackend:
         return {"backend": self.name, "model": self._model, "settings": self._settings()}
 
     def _confirm_model(self) -> None:
-        """Before the first question to the server: a model taken from the cache must be one
-        the server serves, or cached and new answers would come from different models."""
+        """Before the first question to the server: the server must answer its model list
+        (short timeout), and a model taken from the cache must be one it serves, or cached
+        and new answers would come from different models."""
         with self._lock:
             if isinstance(self._unconfirmed, BackendError):
                 raise self._unconfirmed  # once for all requests in flight
@@ -125,10 +131,12 @@ class OpenAIBackend:
             try:
                 served = self._models()
                 if self._model not in served:
-                    raise BackendError(
-                        f"the answers cached for these settings are from model {self._model!r}, "
-                        f"but the LLM server at {self._base_url} serves {served}: pass --model "
-                        "to choose")
+                    if self._from_cache:
+                        raise BackendError(
+                            f"the answers cached for these settings are from model {self._model!r}, "
+                            f"but the LLM server at {self._base_url} serves {served}: pass --model "
+                            "to choose")
+                    _note(f"--model {self._model!r} is not in the server's list {served}; asking it anyway")
             except BackendError as error:
                 self._unconfirmed = error
                 raise
