@@ -202,11 +202,11 @@ class KnowledgeRun:
         self.corpus: List[dict] = []
         self.attributes = {"common": [], "per_class": {}, "filtered": {}}
         self.groups = {"coarse": [], "fine": []}
-        synonyms = {c: list(config.synonyms.get(c, [])) for c in config.classnames}
+        self.synonyms = {c: list(config.synonyms.get(c, [])) for c in config.classnames}  # synonyms.json
         self.made_for = {
             "classnames": list(config.classnames),
             "synonyms_sha256": hashlib.sha256(
-                json.dumps(synonyms, sort_keys=True).encode("utf-8")).hexdigest(),
+                json.dumps(self.synonyms, sort_keys=True).encode("utf-8")).hexdigest(),
             "counts": config.counts.as_dict(),
             "questions_sha256": _questions_digest(),
             "backend": self.identity,
@@ -388,8 +388,7 @@ class KnowledgeRun:
         new = new_folder_beside(out)
         try:
             atomic_write_text(new / "classnames.txt", "".join(f"{c}\n" for c in config.classnames))
-            atomic_write_json(new / "synonyms.json",
-                              {c: list(config.synonyms.get(c, [])) for c in config.classnames})
+            atomic_write_json(new / "synonyms.json", self.synonyms)
             if "attributes" in stages:
                 atomic_write_json(new / "attributes.json", self.attributes)
             if "groups" in stages:
