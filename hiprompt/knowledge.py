@@ -4,7 +4,7 @@
     groups.json      {"coarse": [[cls, ...], ...], "fine": [[cls, ...], ...]}: names from
                      classnames.txt, each at most once per level, every fine group inside
                      one coarse group
-    corpus.jsonl     {"text", "asked": [cls], "found": [cls], "kind": coarse|fine|relation, "question"}
+    corpus.jsonl     {"text", "asked": [cls], "found": [cls], "kind": coarse|fine|relation|caption, "question"}
     manifest.json    written last by `llm_knowledge`; its `files` holds the SHA-256 of every
                      other file, and a folder whose files disagree with it is refused (a
                      folder without manifest.json, made by hand, is read as it is)
@@ -15,15 +15,16 @@ Corpus lines that are well formed but not used are counted by reason (`DROP_REAS
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import file_sha256
+from .fileio import atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder
 
-KINDS = ("coarse", "fine", "relation")
+KINDS = ("coarse", "fine", "relation", "caption")  # caption: image captions (llm_knowledge.captions)
 LABEL_POLICIES = ("asked", "found", "both")
 LEVELS = ("coarse", "fine")
 FILES = ("classnames.txt", "attributes.json", "groups.json", "corpus.jsonl", "synonyms.json")
@@ -104,6 +105,33 @@ def check_groups(groups, classnames, where) -> dict:
             raise ValueError(f"{where}: fine group {number} {group} is not inside one coarse group "
                              f"({where_each}): every fine group must lie inside one coarse group")
     return result
+
+
+def write_knowledge_folder(out, classnames, synonyms, manifest: dict, *, groups=None, attributes=None,
+                           corpus=None) -> dict:
+    """Write a whole knowledge folder at `out` or nothing: the files are written into a new
+    folder beside it, the manifest (`manifest` plus the files' SHA-256) last, then the folder
+    is swapped in. Optional parts left as None are not written. Returns the manifest."""
+    out = Path(out)
+    new = new_folder_beside(out)
+    try:
+        atomic_write_text(new / "classnames.txt", "".join(f"{c}\n" for c in classnames))
+        atomic_write_json(new / "synonyms.json", synonyms)
+        if attributes is not None:
+            atomic_write_json(new / "attributes.json", attributes)
+        if groups is not None:
+            atomic_write_json(new / "groups.json", groups)
+        if corpus is not None:
+            atomic_write_text(new / "corpus.jsonl", "".join(
+                json.dumps(record, ensure_ascii=False) + "\n" for record in corpus))
+        manifest = {**manifest, "files": {name: file_sha256(new / name) for name in FILES
+                                          if (new / name).exists()}}
+        atomic_write_json(new / MANIFEST, manifest)
+        replace_folder(new, out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return manifest
 
 
 def _read_json(path: Path):

@@ -9,12 +9,19 @@ settings) and the prompt, so a different model or setting never reuses an answer
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 from hiprompt.fileio import JsonlLog
 
 
-def answer_key(identity: dict, prompt: str) -> str:
-    payload = json.dumps({"identity": identity, "prompt": prompt}, sort_keys=True)
+def answer_key(identity: dict, prompt: str, sampling: Optional[dict] = None) -> str:
+    """The cache key of `prompt` answered by `identity`; `sampling` (a question's own
+    temperature and seed, see `Question.sampling`) joins the key only when given, so greedy
+    answers keep their keys."""
+    content = {"identity": identity, "prompt": prompt}
+    if sampling is not None:
+        content["sampling"] = sampling
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -41,18 +48,19 @@ class AnswerCache:
             if "key" in record and isinstance(record.get("answer"), str):
                 self._answers.setdefault(record["key"], record["answer"])
 
-    def key(self, prompt: str) -> str:
-        return answer_key(self.identity, prompt)
+    def key(self, prompt: str, sampling: Optional[dict] = None) -> str:
+        return answer_key(self.identity, prompt, sampling)
 
-    def get(self, prompt: str):
-        """The cached answer to `prompt`, or None."""
-        return self._answers.get(self.key(prompt))
+    def get(self, prompt: str, sampling: Optional[dict] = None):
+        """The cached answer to `prompt` (asked with `sampling`, if given), or None."""
+        return self._answers.get(self.key(prompt, sampling))
 
-    def put(self, prompt: str, answer: str) -> None:
-        key = self.key(prompt)
+    def put(self, prompt: str, answer: str, sampling: Optional[dict] = None) -> None:
+        key = self.key(prompt, sampling)
         if key in self._answers:
             return
-        self._log.append(
-            {"key": key, "identity": self.identity, "prompt": prompt, "answer": answer}
-        )
+        record = {"key": key, "identity": self.identity, "prompt": prompt, "answer": answer}
+        if sampling is not None:
+            record["sampling"] = sampling
+        self._log.append(record)
         self._answers[key] = answer

@@ -9,10 +9,13 @@ from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set
 from hiprompt.paths import cache_root
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, backend_names
 from llm_knowledge.counts import PROFILES, Counts, build_counts
-from llm_knowledge.pipeline import STAGES, RunConfig, run
+from llm_knowledge.grouping import CHOICES as GROUP_CHOICES, GroupingOptions
+from llm_knowledge.pipeline import STAGES, RunConfig, TopUpOptions, run
 from llm_knowledge.synonyms import default_synonyms
 
 _DEFAULTS = BackendOptions()
+_TOP_UP = TopUpOptions()
+_GROUPING = GroupingOptions()
 
 
 def read_classes(spec: str):
@@ -120,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retries with back-off 1, 2, 4, ... s (at most 30 s), each reported; a "
                           "request gives up after (retries + 1) x (connect timeout + timeout) + "
                           "back-off seconds (openai back-end)")
+    top_up = parser.add_argument_group(
+        "top-up", "a list answer with fewer usable items than asked is asked again with "
+                  "sampling, and the new items are merged in without repeats")
+    top_up.add_argument("--top-up-retries", type=int, default=_TOP_UP.retries,
+                        help="more attempts per short answer (0: no top-up)")
+    top_up.add_argument("--top-up-temperature", type=float, default=_TOP_UP.temperature,
+                        help="sampling temperature of the attempts")
+    top_up.add_argument("--top-up-seed", type=int, default=_TOP_UP.seed,
+                        help="seed from which each attempt's sampling seed is derived")
+    groups = parser.add_argument_group(
+        "groups", "a degenerate scene grouping (one group of nearly all classes, or most "
+                  "classes ungrouped) is asked again with sampling, else made from the frozen "
+                  "CLIP text encoder's features of the hand-crafted prompts")
+    groups.add_argument("--group-source", default=_GROUPING.source, choices=GROUP_CHOICES,
+                        help="auto: the LLM, re-asked, then embeddings; llm: the LLM's first "
+                             "answer; embedding: embeddings only")
+    groups.add_argument("--group-retries", type=int, default=_GROUPING.retries,
+                        help="re-asks of a degenerate grouping (auto)")
+    groups.add_argument("--group-backbone", default=_GROUPING.backbone,
+                        help="CLIP model of the embedding groups (as MODEL.BACKBONE.NAME)")
+    groups.add_argument("--group-weights", default=_GROUPING.weights,
+                        help="its weights: open_clip tag, local checkpoint file, or packaged "
+                             "(as MODEL.BACKBONE.WEIGHTS)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar and no summary table")
     return parser
@@ -142,6 +168,10 @@ def config_from_args(args) -> RunConfig:
         counts=build_counts(args.profile, args.overrides), profile=args.profile,
         backend=args.backend, options=options, stages=stages, synonyms=synonyms,
         source=source, progress=not args.no_progress,
+        top_up=TopUpOptions(retries=args.top_up_retries, temperature=args.top_up_temperature,
+                            seed=args.top_up_seed),
+        grouping=GroupingOptions(source=args.group_source, retries=args.group_retries,
+                                 backbone=args.group_backbone, weights=args.group_weights),
     )
 
 
@@ -153,6 +183,8 @@ def main(argv=None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"llm-knowledge: error: {message}", file=sys.stderr)
         return 2
+    groups = f", groups: {manifest['groups']['source']}" if manifest.get("groups") else ""
     print(f"wrote {args.out} ({sum(manifest['corpus'].values())} sentences, "
-          f"{manifest['llm_calls']} LLM calls)")
+          f"{manifest['llm_calls']} LLM calls, {manifest['top_up']['calls']} of them top-up"
+          f"{groups})")
     return 0

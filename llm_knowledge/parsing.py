@@ -75,8 +75,13 @@ def _pieces(answer: str, list_separators: bool) -> List[str]:
     return pieces
 
 
+def dedup_key(item: str) -> str:
+    """What two items must share to count as repeats (case and punctuation ignored)."""
+    return re.sub(r"\W+", " ", item.lower()).strip()
+
+
 def _accept(parsed: Parsed, item: str, seen: set, limit: int) -> None:
-    key = re.sub(r"\W+", " ", item.lower()).strip()
+    key = dedup_key(item)
     if key in seen:
         parsed.rejected["duplicate"] += 1
     elif limit and len(parsed.items) >= limit:

@@ -6,7 +6,16 @@ common and class attributes), `fine` (Π3 filtering, then Π2 over the kept attr
 classes; a two-class group is its own fine group) and `relation` (Π5 over pairs of classes
 of one group, coarse and fine, at most `n_pairs` per group, chosen with `seed`).
 
-Every answer goes through the `AnswerCache` first, so a rerun asks nothing again.
+Top-up: a list answer (attributes, descriptions, relations) with fewer usable items than
+asked is asked again with sampling (`TopUpOptions`: temperature, at most `retries` more
+attempts, each with a seed derived from `seed`, the prompt and the attempt number), and the
+new items are merged in without repeats. Groups: a degenerate coarse grouping is re-asked
+with sampling and otherwise replaced by embedding groups (`llm_knowledge.grouping`); the
+manifest's `groups` entry says which source made them.
+
+Every answer, top-up attempts and re-asks included, goes through the `AnswerCache` first
+(keyed with the attempt's sampling), so a rerun asks nothing again and the same seeds give
+the same corpus.
 
 The folder is written whole into a new folder beside `out_dir` and then swapped in
 (`hiprompt.fileio.replace_folder`). Outputs of stages that did not run this time are carried
@@ -19,7 +28,6 @@ import hashlib
 import itertools
 import json
 import random
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -30,16 +38,16 @@ from typing import Dict, List, Tuple
 from tabulate import tabulate
 from tqdm import tqdm
 
-from hiprompt.fileio import (
-    atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder,
-)
-from hiprompt.knowledge import FILES, MANIFEST, check_class_count, check_groups, verify_manifest
+from hiprompt.knowledge import FILES, MANIFEST, check_class_count, check_groups, verify_manifest, write_knowledge_folder
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import BackendError, BackendOptions, create_backend
 from llm_knowledge.cache import AnswerCache
 from llm_knowledge.counts import Counts
+from llm_knowledge.grouping import (
+    GroupingOptions, clip_text_embeddings, degenerate, embedding_groups,
+)
 from llm_knowledge.labelling import Labeller
-from llm_knowledge.parsing import parse_attributes, parse_groups, parse_sentences
+from llm_knowledge.parsing import Parsed, dedup_key, parse_attributes, parse_groups, parse_sentences
 
 STAGES = ("attributes", "coarse", "fine", "groups", "relation")
 _CORPUS_KINDS = ("coarse", "fine", "relation")  # stage name = corpus kind
@@ -57,6 +65,30 @@ def resolve_stages(stages) -> Tuple[str, ...]:
     return tuple(s for s in STAGES if s in wanted)
 
 
+@dataclass(frozen=True)
+class TopUpOptions:
+    """Top-up of short list answers: at most `retries` more attempts per question (0: none),
+    sampled at `temperature`, seeded from `seed` (see `attempt_seed`)."""
+
+    retries: int = 2
+    temperature: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.retries < 0 or self.temperature < 0:
+            raise ValueError("top-up retries and temperature must be >= 0")
+
+    def as_dict(self) -> dict:
+        return {"retries": self.retries, "temperature": self.temperature, "seed": self.seed}
+
+
+def attempt_seed(seed: int, prompt: str, attempt: int) -> int:
+    """The sampling seed of re-ask number `attempt` (1, 2, ...) of `prompt`: fixed by `seed`,
+    different for every prompt and attempt."""
+    digest = hashlib.sha256(f"{seed}:{attempt}:{prompt}".encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
 @dataclass
 class RunConfig:
     classnames: List[str]
@@ -70,6 +102,8 @@ class RunConfig:
     synonyms: Dict[str, list] = field(default_factory=dict)
     source: str = ""  # the class set's name or the class file, for the manifest
     progress: bool = True
+    top_up: TopUpOptions = field(default_factory=TopUpOptions)
+    grouping: GroupingOptions = field(default_factory=GroupingOptions)
 
 
 class _Asker:
@@ -84,18 +118,22 @@ class _Asker:
         self.stats = defaultdict(Counter)
         self.unusable = defaultdict(Counter)
 
-    def ask(self, questions: List[Q.Question]) -> List[str]:
+    def ask(self, questions: List[Q.Question], again: bool = False) -> List[str]:
+        """The answers to `questions`, from the cache where it has them. `again`: these are
+        re-asks (top-up attempts, group re-asks), counted apart as `re_asked`, `re_from_cache`
+        and `re_llm_calls` (their calls are in `llm_calls` too)."""
+        prefix = "re_" if again else ""
         answers: Dict[str, str] = {}
-        distinct: Dict[str, Q.Question] = {}  # one LLM call per distinct prompt
+        distinct: Dict[tuple, Q.Question] = {}  # one LLM call per distinct prompt and sampling
         for question in questions:
-            self.stats[question.kind]["asked"] += 1
-            cached = self.cache.get(question.prompt)
+            self.stats[question.kind][f"{prefix}asked"] += 1
+            cached = self.cache.get(question.prompt, question.sampling)
             if cached is not None:
-                answers[question.prompt] = cached
-                self.stats[question.kind]["from_cache"] += 1
+                answers[_ask_key(question)] = cached
+                self.stats[question.kind][f"{prefix}from_cache"] += 1
                 self.bar.update(1)
             else:
-                distinct.setdefault(question.prompt, question)
+                distinct.setdefault(_ask_key(question), question)
         todo = list(distinct.values())
         replies = iter(self.backend.answer_many(todo))
         for question in todo:
@@ -105,12 +143,14 @@ class _Asker:
                     f"back-end {self.identity_name!r} gave {answer!r} instead of a text answer "
                     f"to a {question.kind} question"
                 )
-            self.cache.put(question.prompt, answer)
-            answers[question.prompt] = answer
+            self.cache.put(question.prompt, answer, question.sampling)
+            answers[_ask_key(question)] = answer
             self.llm_calls += 1
             self.stats[question.kind]["llm_calls"] += 1
+            if again:
+                self.stats[question.kind]["re_llm_calls"] += 1
             self.bar.update(1)
-        return [answers[q.prompt] for q in questions]
+        return [answers[_ask_key(q)] for q in questions]
 
     def record(self, question: Q.Question, parsed) -> None:
         stats = self.stats[question.kind]
@@ -129,11 +169,16 @@ class _Asker:
             if kind in self.stats:
                 entry = {k: self.stats[kind][k] for k in
                          ("asked", "from_cache", "llm_calls", "answered", "refused", "items",
-                          "shortfall")}
+                          "shortfall", "re_asked", "re_from_cache", "re_llm_calls",
+                          "topped_up")}
                 entry["unusable"] = sum(self.unusable[kind].values())
                 entry["unusable_by_reason"] = dict(sorted(self.unusable[kind].items()))
                 result[kind] = entry
         return result
+
+
+def _ask_key(question: Q.Question) -> tuple:
+    return question.prompt, json.dumps(question.sampling, sort_keys=True)
 
 
 def _unique(items) -> list:
@@ -202,6 +247,7 @@ class KnowledgeRun:
         self.corpus: List[dict] = []
         self.attributes = {"common": [], "per_class": {}, "filtered": {}}
         self.groups = {"coarse": [], "fine": []}
+        self.group_report = {"source": None, "degenerate": []}  # manifest["groups"]
         self.synonyms = {c: list(config.synonyms.get(c, [])) for c in config.classnames}  # synonyms.json
         self.made_for = {
             "classnames": list(config.classnames),
@@ -210,6 +256,8 @@ class KnowledgeRun:
             "counts": config.counts.as_dict(),
             "questions_sha256": _questions_digest(),
             "backend": self.identity,
+            "top_up": config.top_up.as_dict(),
+            "grouping": config.grouping.as_dict(),
         }
 
     # -- stages -------------------------------------------------------------------------
@@ -218,11 +266,7 @@ class KnowledgeRun:
         counts, classes = self.config.counts, self.config.classnames
         questions = [Q.common_attributes(classes, counts.n_common)]
         questions += [Q.class_attributes(c, counts.n_class) for c in classes]
-        answers = asker.ask(questions)
-        for question, answer in zip(questions, answers):
-            limit = question.count
-            parsed = parse_attributes(answer, limit)
-            asker.record(question, parsed)
+        for question, parsed in zip(questions, self._ask_lists(asker, questions, parse_attributes)):
             if question.kind == "common_attributes":
                 self.attributes["common"] = parsed.items
             else:
@@ -240,10 +284,29 @@ class KnowledgeRun:
         ]
         self._sentences(asker, questions, kind)
 
-    def _sentences(self, asker, questions, kind: str):
-        for question, answer in zip(questions, asker.ask(questions)):
-            parsed = parse_sentences(answer, question.count)
+    def _ask_lists(self, asker, questions, parse) -> List[Parsed]:
+        """Ask list questions, top up the short answers (see the module docstring) and record
+        each; returns the merged usable items of each question, in question order."""
+        results = [parse(answer, q.count) for q, answer in zip(questions, asker.ask(questions))]
+        top_up = self.config.top_up
+        for attempt in range(1, top_up.retries + 1):
+            short = [i for i, (q, parsed) in enumerate(zip(questions, results))
+                     if q.count and len(parsed.items) < q.count]
+            if not short:
+                break
+            asker.bar.total += len(short)
+            again = [questions[i].resampled(
+                top_up.temperature, attempt_seed(top_up.seed, questions[i].prompt, attempt))
+                for i in short]
+            for i, answer in zip(short, asker.ask(again, again=True)):
+                added = _merge(results[i], parse(answer), questions[i].count)
+                asker.stats[questions[i].kind]["topped_up"] += added
+        for question, parsed in zip(questions, results):
             asker.record(question, parsed)
+        return results
+
+    def _sentences(self, asker, questions, kind: str):
+        for question, parsed in zip(questions, self._ask_lists(asker, questions, parse_sentences)):
             for text in parsed.items:
                 self.corpus.append({
                     "text": text,
@@ -270,13 +333,42 @@ class KnowledgeRun:
             asker.record(question, parsed)
             self.attributes["filtered"][question.classes[0]] = kept
 
-    def _groups(self, asker):
-        classes = self.config.classnames
+    def _coarse_groups(self, asker) -> str:
+        """Ask Π4 (re-asking a degenerate answer when the source is `auto`); sets the coarse
+        groups and returns the source that made them, or `embedding` when none would do."""
+        classes, options = self.config.classnames, self.config.grouping
         question = Q.coarse_groups(classes)
         (answer,) = asker.ask([question])
         parsed = parse_groups(answer, self.labeller, classes)
         asker.record(question, parsed)
         self.groups["coarse"] = parsed.items
+        reason = degenerate(parsed.items, classes, options)
+        if options.source == "llm" or reason is None:
+            return "llm"
+        self.group_report["degenerate"].append(reason)
+        for attempt in range(1, options.retries + 1):
+            again = question.resampled(options.temperature,
+                                       attempt_seed(self.config.counts.seed, question.prompt, attempt))
+            asker.bar.total += 1
+            (answer,) = asker.ask([again], again=True)
+            parsed = parse_groups(answer, self.labeller, classes)
+            reason = degenerate(parsed.items, classes, options)
+            if reason is None:
+                self.groups["coarse"] = parsed.items
+                return "llm-retry"
+            self.group_report["degenerate"].append(reason)
+        return "embedding"
+
+    def _groups(self, asker):
+        classes, options = self.config.classnames, self.config.grouping
+        source = "embedding" if options.source == "embedding" else self._coarse_groups(asker)
+        self.group_report["source"] = source
+        if source == "embedding":
+            embeddings = clip_text_embeddings(classes, options.backbone, options.weights,
+                                              options.template)  # [C, D]
+            self.groups = embedding_groups(classes, embeddings, options.coarse_size,
+                                           options.fine_size)
+            return
         split = [g for g in self.groups["coarse"] if len(g) >= 3]
         questions = [Q.fine_groups(g) for g in split]
         fine = []
@@ -372,6 +464,7 @@ class KnowledgeRun:
                 self.attributes["filtered"] = attributes["filtered"]
         if "groups" in earlier:
             self.groups = json.loads((out / "groups.json").read_text(encoding="utf-8"))
+            self.group_report = manifest.get("groups", self.group_report)
         kinds = [k for k in _CORPUS_KINDS if k in earlier]
         if kinds:
             with open(out / "corpus.jsonl", encoding="utf-8") as handle:
@@ -385,40 +478,51 @@ class KnowledgeRun:
         stages = [s for s in STAGES if s in self.stages or s in carried]
         if "groups" in stages:
             check_groups(self.groups, config.classnames, "groups made by the LLM stage")
-        new = new_folder_beside(out)
-        try:
-            atomic_write_text(new / "classnames.txt", "".join(f"{c}\n" for c in config.classnames))
-            atomic_write_json(new / "synonyms.json", self.synonyms)
-            if "attributes" in stages:
-                atomic_write_json(new / "attributes.json", self.attributes)
-            if "groups" in stages:
-                atomic_write_json(new / "groups.json", self.groups)
-            if set(_CORPUS_KINDS) & set(stages):
-                atomic_write_text(new / "corpus.jsonl", "".join(
-                    json.dumps(record, ensure_ascii=False) + "\n" for record in self.corpus))
-            manifest = {
-                "classes": config.source,
-                "n_classes": len(config.classnames),
-                "backend": self.identity,
-                "profile": config.profile,
-                "counts": config.counts.as_dict(),
-                "stages": stages,
-                "carried_forward": carried,
-                "made_for": self.made_for,
-                "questions": asker.summary(),
-                "llm_calls": asker.llm_calls,
-                "corpus": dict(Counter(r["kind"] for r in self.corpus)),
-                "files": {name: file_sha256(new / name) for name in FILES
-                          if (new / name).exists()},
-                "cache": str(self.cache.path),
-                "time_s": round(seconds, 3),
-            }
-            atomic_write_json(new / MANIFEST, manifest)
-            replace_folder(new, out)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
-            raise
-        return manifest
+        manifest = {
+            "classes": config.source,
+            "n_classes": len(config.classnames),
+            "backend": self.identity,
+            "profile": config.profile,
+            "counts": config.counts.as_dict(),
+            "stages": stages,
+            "carried_forward": carried,
+            "made_for": self.made_for,
+            "questions": asker.summary(),
+            "llm_calls": asker.llm_calls,
+            "corpus": dict(Counter(r["kind"] for r in self.corpus)),
+            "top_up": {"calls": sum(s["re_llm_calls"] for k, s in asker.stats.items()
+                                    if k not in ("coarse_groups", "fine_groups")),
+                       "asked": sum(s["re_asked"] for k, s in asker.stats.items()
+                                    if k not in ("coarse_groups", "fine_groups")),
+                       "items_added": sum(s["topped_up"] for s in asker.stats.values())},
+            **({"groups": self.group_report} if "groups" in stages else {}),
+            "cache": str(self.cache.path),
+            "time_s": round(seconds, 3),
+        }
+        return write_knowledge_folder(
+            out, config.classnames, self.synonyms, manifest,
+            attributes=self.attributes if "attributes" in stages else None,
+            groups=self.groups if "groups" in stages else None,
+            corpus=self.corpus if set(_CORPUS_KINDS) & set(stages) else None)
+
+
+def _merge(merged: Parsed, extra: Parsed, count: int) -> int:
+    """Add the items of `extra` that `merged` lacks, up to `count` items in all; what is
+    left out is counted by reason. Returns how many were added."""
+    seen = {dedup_key(item) for item in merged.items}
+    added = 0
+    merged.rejected += extra.rejected
+    for item in extra.items:
+        key = dedup_key(item)
+        if key in seen:
+            merged.rejected["duplicate"] += 1
+        elif len(merged.items) >= count:
+            merged.rejected["surplus"] += 1
+        else:
+            seen.add(key)
+            merged.items.append(item)
+            added += 1
+    return added
 
 
 def _with_cache_dir(options: BackendOptions, cache_dir) -> BackendOptions:
@@ -430,15 +534,20 @@ def format_summary(manifest: dict) -> str:
     rows = []
     for kind, s in manifest["questions"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["unusable_by_reason"].items()) or "-"
-        rows.append([kind, s["asked"], s["from_cache"], s["llm_calls"], s["answered"],
-                     s["refused"], s["items"], s["shortfall"], s["unusable"], reasons])
-    table = tabulate(rows, headers=["question", "asked", "cached", "LLM calls", "answered",
-                                    "refused", "items", "short", "unusable", "why unusable"])
+        rows.append([kind, s["asked"], s["from_cache"], s["llm_calls"], s["re_asked"],
+                     s["topped_up"], s["answered"], s["refused"], s["items"], s["shortfall"],
+                     s["unusable"], reasons])
+    table = tabulate(rows, headers=["question", "asked", "cached", "LLM calls", "re-asked",
+                                    "topped up", "answered", "refused", "items", "short",
+                                    "unusable", "why unusable"])
     corpus = ", ".join(f"{k} {v}" for k, v in manifest["corpus"].items()) or "none"
     carried = (f"; carried forward from the earlier folder: {', '.join(manifest['carried_forward'])}"
                if manifest.get("carried_forward") else "")
-    return (f"{table}\ncorpus sentences: {corpus}; LLM calls: {manifest['llm_calls']}; "
-            f"time: {manifest['time_s']:.1f} s{carried}")
+    groups = (f"; groups made by: {manifest['groups']['source']}"
+              if manifest.get("groups", {}).get("source") else "")
+    return (f"{table}\ncorpus sentences: {corpus}; LLM calls: {manifest['llm_calls']} "
+            f"(top-up {manifest['top_up']['calls']}); time: {manifest['time_s']:.1f} s"
+            f"{groups}{carried}")
 
 
 def run(config: RunConfig, backend=None) -> dict:
@@ -447,4 +556,4 @@ def run(config: RunConfig, backend=None) -> dict:
     return KnowledgeRun(config, backend).run()
 
 
-__all__ = ["RunConfig", "STAGES", "format_summary", "resolve_stages", "run"]
+__all__ = ["RunConfig", "STAGES", "TopUpOptions", "format_summary", "resolve_stages", "run"]

@@ -5,7 +5,7 @@ is about) and `prompt`, the text a real LLM receives. Back-ends that answer from
 (e.g. the toy world's oracle) read the structured fields; LLM back-ends send `prompt`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 from hiprompt.classnames import prompt_name
@@ -29,6 +29,8 @@ class Question:
     question is about (all classes for Π1a/Π4, the classes of one coarse group for Π4b,
     one class for Π1b/Π2/Π3, two for Π5); attribute: the attribute of a Π2 question;
     count: how many items are asked for; attributes: the candidate list of a Π3 question.
+    temperature, seed: sampling that overrides the back-end's own settings for this
+    question (a top-up attempt, a group re-ask); None keeps the back-end's settings.
     """
 
     kind: str
@@ -37,10 +39,23 @@ class Question:
     attribute: Optional[str] = None
     count: Optional[int] = None
     attributes: Optional[Tuple[str, ...]] = None
+    temperature: Optional[float] = None
+    seed: Optional[int] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown question kind {self.kind!r}; expected one of {KINDS}")
+
+    @property
+    def sampling(self) -> Optional[dict]:
+        """The sampling override as part of the answer cache's key, or None."""
+        if self.temperature is None and self.seed is None:
+            return None
+        return {"temperature": self.temperature, "seed": self.seed}
+
+    def resampled(self, temperature: float, seed: int) -> "Question":
+        """The same question, to be answered with sampling at `temperature` from `seed`."""
+        return replace(self, temperature=temperature, seed=seed)
 
 
 _LIST_HINT = "Answer with a numbered list, one item per line, and nothing else."

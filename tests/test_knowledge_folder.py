@@ -58,7 +58,7 @@ def test_unused_corpus_lines_are_counted_by_reason(tmp_path):
     (line(text=None), "'text' must be a string, got null"),
     (line(text=3), "'text' must be a string, got a number"),
     (line(text=["a dog."]), "'text' must be a string, got a list"),
-    (line(kind=None), "'kind' must be one of ('coarse', 'fine', 'relation'), got null"),
+    (line(kind=None), "'kind' must be one of ('coarse', 'fine', 'relation', 'caption'), got null"),
     ({**line(), "asked": "dog"}, "'asked' must be a list of class names, got \"dog\""),
     (line(found=["dog", ["cat"]]), "'found' must be a list of class names, got [\"dog\", [\"cat\"]]"),
     (line(asked=["zebra"]), "'asked' names classes not in classnames.txt: ['zebra']"),

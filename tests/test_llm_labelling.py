@@ -1,12 +1,20 @@
 """Sentence labelling: lemmatised names and synonyms, multi-word names first, class order."""
 
+import importlib.util
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hiprompt.classnames import builtin_class_set
-from llm_knowledge.labelling import Labeller, lemma, lemmas
+from llm_knowledge.labelling import ContextRules, Labeller, lemma, lemmas
+from llm_knowledge.labelling_eval import evaluate, read_examples, total
 from llm_knowledge.synonyms import BUILTIN_SYNONYMS, default_synonyms
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_FILE = REPO / "tests" / "data" / "labelling_eval.tsv"
 
 
 @pytest.mark.parametrize("word, expected", [
@@ -65,3 +73,88 @@ def test_find_never_crashes_and_returns_known_classes_in_order(text):
     labeller = Labeller(classes, default_synonyms(classes, "nuswide"))
     found = labeller.find(text)
     assert found == sorted(set(found), key=classes.index)
+
+
+# ------------------------------------------------------------------ precision first
+def _builtin(name):
+    classes = builtin_class_set(name)
+    return Labeller(classes, default_synonyms(classes, name))
+
+
+@pytest.mark.parametrize("class_set, text, expected", [
+    # the misreadings measured in issue 10, each now read as a person would
+    ("coco", "An adult giraffe can grow up to 5.5 meters tall.", ["giraffe"]),
+    ("coco", "The bicycle seat is soft.", ["bicycle"]),
+    ("coco", "See the table of contents.", []),
+    ("coco", "A jet of water shoots up.", []),
+    ("coco", "The baseball player waits.", ["person"]),
+    ("coco", "Bear in mind that it rains.", []),
+    ("nuswide", "Snow falls gently on the fox.", ["fox", "snow"]),
+    ("nuswide", "They mount a wave of protests.", ["protest"]),
+    # the same words where they do name the class
+    ("coco", "A bear and a parking meter near the dining table.",
+     ["parking meter", "bear", "dining table"]),
+    ("coco", "He kicks the football to the baseball player.", ["person", "sports ball"]),
+    ("coco", "Two oranges and a mouse next to the keyboard.", ["orange", "mouse", "keyboard"]),
+    ("coco", "An orange cat and an orange.", ["cat", "orange"]),
+    ("coco", "The sink in the kitchen; the ship begins to sink.", ["boat", "sink"]),
+])
+def test_context_rules_drop_other_meanings(class_set, text, expected):
+    assert _builtin(class_set).find(text) == expected
+
+
+def test_context_rules_can_be_switched_off():
+    coco = builtin_class_set("coco")
+    plain = Labeller(coco, default_synonyms(coco, "coco"), rules=ContextRules())
+    assert plain.find("Bear in mind the table of contents.") == ["bear", "dining table"]
+
+
+def test_hand_labelled_set_meets_the_precision_and_recall_bar():
+    examples = read_examples(EVAL_FILE)
+    assert len(examples) >= 300
+    per_set = {name: sum(e.class_set == name for e in examples) for name in BUILTIN_SYNONYMS}
+    assert min(per_set.values()) >= 50, per_set
+    scores, errors = evaluate(examples)
+    overall = total(scores)
+    report = "\n".join(f"line {e.line}: gold {list(e.gold)} found {found}: {e.text}"
+                       for e, found in errors)
+    assert overall.precision >= 0.97 and overall.recall >= 0.95, report
+    assert all(s.precision >= 0.97 and s.recall >= 0.95 for s in scores.values()), report
+
+
+def test_evaluation_counts_labels_micro(tmp_path):
+    data = tmp_path / "set.tsv"
+    data.write_text("# comment\n"
+                    "coco\tdog,cat\tA dog sleeps.\n"  # tp 1 (dog), fn 1 (cat)
+                    "coco\t-\tA bus and a car.\n"  # fp 2
+                    "voc2007\tsofa\tThe couch is soft.\n")  # tp 1
+    scores, errors = evaluate(read_examples(data))
+    assert (scores["coco"].tp, scores["coco"].fp, scores["coco"].fn) == (1, 2, 1)
+    assert (scores["voc2007"].tp, scores["voc2007"].fp, scores["voc2007"].fn) == (1, 0, 0)
+    overall = total(scores)
+    assert overall.precision == pytest.approx(2 / 4) and overall.recall == pytest.approx(2 / 3)
+    assert [e.line for e, _ in errors] == [2, 3]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("coco\tdog", "set.tsv:1: expected 3 tab-separated fields"),
+    ("cocoa\tdog\tA dog.", "set.tsv:1: class set 'cocoa' is not one of"),
+    ("coco\tdoggo\tA dog.", "set.tsv:1: labels ['doggo'] are not in class set 'coco'"),
+])
+def test_evaluation_file_errors_name_the_line(tmp_path, line, message):
+    data = tmp_path / "set.tsv"
+    data.write_text(line + "\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_examples(data)
+
+
+def test_eval_script_prints_both_figures_per_class_set(capsys):
+    spec = importlib.util.spec_from_file_location("eval_labeller", REPO / "scripts" / "eval_labeller.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(EVAL_FILE)]) == 0
+    out = capsys.readouterr().out
+    scores = evaluate(read_examples(EVAL_FILE))[0]
+    for name, score in scores.items():
+        assert re.search(rf"^{name}\s+{score.sentences}\s+{score.tp}\s+{score.fp}\s+{score.fn}\s+"
+                         rf"{score.precision:.3f}\s+{score.recall:.3f}$", out, re.MULTILINE)

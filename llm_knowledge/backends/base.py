@@ -40,6 +40,15 @@ class BackendOptions:
     cache_dir: Optional[str] = None
 
 
+def sampling(question, options: BackendOptions) -> tuple:
+    """(temperature, seed) for answering `question`: its own sampling override (a top-up or
+    re-ask, `Question.temperature` / `Question.seed`) where set, else the options'."""
+    temperature = getattr(question, "temperature", None)
+    seed = getattr(question, "seed", None)
+    return (options.temperature if temperature is None else temperature,
+            options.seed if seed is None else seed)
+
+
 def model_file(path: str, backend: str) -> Path:
     """`path` as a readable model file, or a `BackendError` naming it."""
     if not path:

@@ -5,7 +5,7 @@ Decoding is greedy unless a temperature > 0 is asked for; chatglm-cpp's sampling
 seed, so only greedy answers are reproducible (the cache keeps them either way).
 """
 
-from llm_knowledge.backends.base import BackendError, file_sha256, model_file
+from llm_knowledge.backends.base import BackendError, file_sha256, model_file, sampling
 
 
 class ChatGLMBackend:
@@ -61,13 +61,14 @@ class ChatGLMBackend:
     def answer_many(self, questions):
         settings = self._settings()
         for question in questions:
+            temperature, _ = sampling(question, self._options)  # chatglm-cpp has no seed
             message = self._chatglm.ChatMessage(role="user", content=question.prompt)
             reply = self._pipeline.chat(
                 [message],
                 max_length=settings["max_length"],
                 max_new_tokens=settings["max_new_tokens"],
                 max_context_length=max(1, settings["max_length"] - settings["max_new_tokens"]),
-                do_sample=settings["do_sample"],
-                temperature=settings.get("temperature", 1.0),
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else 1.0,
             )
             yield reply.content

@@ -1,6 +1,6 @@
 """Any GGUF chat model through llama-cpp-python, with the model's own chat template."""
 
-from llm_knowledge.backends.base import BackendError, file_sha256, model_file
+from llm_knowledge.backends.base import BackendError, file_sha256, model_file, sampling
 
 
 class LlamaCppBackend:
@@ -46,11 +46,12 @@ class LlamaCppBackend:
     def answer_many(self, questions):
         options = self._options
         for question in questions:
+            temperature, seed = sampling(question, options)
             self._llama.reset()
             result = self._llama.create_chat_completion(
                 messages=[{"role": "user", "content": question.prompt}],
-                temperature=options.temperature,
+                temperature=temperature,
                 max_tokens=options.max_tokens,
-                seed=options.seed,
+                seed=seed,
             )
             yield result["choices"][0]["message"].get("content") or ""

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from tqdm import tqdm
 
-from llm_knowledge.backends.base import BackendError
+from llm_knowledge.backends.base import BackendError, sampling
 from llm_knowledge.cache import cached_identities
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -142,18 +142,19 @@ class OpenAIBackend:
                 raise
             self._unconfirmed = False
 
-    def _answer(self, prompt: str) -> str:
+    def _answer(self, question) -> str:
         options = self._options
+        temperature, seed = sampling(question, options)
         self._confirm_model()
         body = self._request(
             "POST",
             "/chat/completions",
             {
                 "model": self._model,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": options.temperature,
+                "messages": [{"role": "user", "content": question.prompt}],
+                "temperature": temperature,
                 "max_tokens": options.max_tokens,
-                "seed": options.seed,
+                "seed": seed,
             },
         )
         try:
@@ -168,7 +169,7 @@ class OpenAIBackend:
         with ThreadPoolExecutor(max_workers=width) as pool:
             pending = []
             for question in questions:
-                pending.append(pool.submit(self._answer, question.prompt))
+                pending.append(pool.submit(self._answer, question))
                 if len(pending) >= width:
                     yield pending.pop(0).result()
             for future in pending:
