@@ -19,7 +19,7 @@ class PromptedCLIP(nn.Module):
         self.hp = hp
         self.prompts = HierarchicalPromptLearner(
             clip, classnames, groups, context_counts(hp), hp.TEMPLATE, hp.CTX_STD, hp.LOCAL_BRANCH,
-            hp.LEARNED_NAME,
+            hp.LEARNED_NAME, hp.PROMPT_ENCODING,
         )
         with torch.no_grad():
             handcrafted = ClassPromptEncoder(clip, classnames, 0, hp.TEMPLATE)()  # [C, D]
@@ -31,10 +31,11 @@ class PromptedCLIP(nn.Module):
         return (global_scores(eot, global_emb),
                 local_scores(tokens, local_emb, self.hp.TAU_TEXT, mask))
 
-    def text_loss(self, eot, tokens, mask, labels):
-        """L = L_rank(S^G) + L_rank(S^L) + λ1 · L_order; returns (loss, parts for logging)."""
+    def text_loss(self, eot, tokens, mask, labels, class_embeddings=None):
+        """L = L_rank(S^G) + L_rank(S^L) + λ1 · L_order; returns (loss, parts for logging).
+        class_embeddings: (global, local) when already computed (default: computed here)."""
         hp = self.hp
-        global_emb, local_emb = self.prompts.class_embeddings()
+        global_emb, local_emb = class_embeddings or self.prompts.class_embeddings()
         score_g, score_l = self.text_scores(eot, tokens, mask, (global_emb, local_emb))
         parts = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN, hp.RANK_REDUCTION)}
         loss = parts["rank_global"]

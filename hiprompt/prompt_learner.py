@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from .classnames import label_phrase, prompt_name
+from .prompt_tree import PromptTree
 
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
+PROMPT_ENCODINGS = ("tree", "truncated", "full")  # same values; tree is the fastest
 LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name}  # the name after learned tokens
 
 
@@ -81,13 +83,28 @@ class ClassPromptEncoder(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)  # SOT
         self.register_buffer("suffix", embedded[:, 1 + n_ctx:].clone(), persistent=False)  # name . EOT pad
         self.register_buffer("eot_index", clip.eot_positions(tokens), persistent=False)
+        self.length = int(self.eot_index.max()) + 1  # positions up to the longest end-of-text
 
     def forward(self, context: torch.Tensor = None) -> torch.Tensor:
-        """context: [C, M, W] or None (M = 0). Returns class embeddings [C, D]."""
+        """context: [C, M, W] or None (M = 0). Returns class embeddings [C, D] (the full
+        77-position forward)."""
         parts = [self.prefix] + ([context.to(self.prefix.dtype)] if context is not None else []) + [self.suffix]
         embedded = torch.cat(parts, dim=1)  # [C, L, W]
         eot, _ = self._clip[0].encode_text_embeddings(embedded, self.eot_index)
         return eot
+
+    def encode_sets(self, contexts: torch.Tensor = None) -> torch.Tensor:
+        """Several prompt sets in one call, up to the longest end-of-text only.
+        contexts: [S, C, M, W], or None (M = 0, one set). Returns [S, C, D]."""
+        num_classes = self.prefix.shape[0]
+        n_sets = 1 if contexts is None else contexts.shape[0]
+        parts = [self.prefix.repeat(n_sets, 1, 1)]
+        if contexts is not None:
+            parts.append(contexts.reshape(n_sets * num_classes, *contexts.shape[2:]).to(self.prefix.dtype))
+        parts.append(self.suffix[:, :self.length - 1 - self.n_ctx].repeat(n_sets, 1, 1))
+        embedded = torch.cat(parts, dim=1)  # [S * C, length, W]
+        eot, _ = self._clip[0].encode_text_embeddings(embedded, self.eot_index.repeat(n_sets), self.length)
+        return eot.reshape(n_sets, num_classes, -1)
 
 
 def context_counts(hp) -> dict:
@@ -95,11 +112,20 @@ def context_counts(hp) -> dict:
 
 
 class HierarchicalPromptLearner(nn.Module):
-    """Global and local hierarchical prompts for `classnames` (two independent sets)."""
+    """Global and local hierarchical prompts for `classnames` (two independent sets).
+
+    encoding: how the class embeddings are computed, all giving the same values:
+    `tree` (both sets in one call, up to the longest end-of-text, each shared prefix once:
+    hiprompt/prompt_tree.py), `truncated` (both sets in one call up to the longest
+    end-of-text), `full` (each set on its own at the full context length).
+    """
 
     def __init__(self, clip, classnames, groups: dict, counts: dict, template: str,
-                 std: float = 0.02, local_branch: bool = True, learned_name: str = "label"):
+                 std: float = 0.02, local_branch: bool = True, learned_name: str = "label",
+                 encoding: str = "tree"):
         super().__init__()
+        if encoding not in PROMPT_ENCODINGS:
+            raise ValueError(f"TRAINER.HIPROMPT.PROMPT_ENCODING={encoding!r}: expected one of {PROMPT_ENCODINGS}")
         for kind in counts:
             if kind not in TOKEN_KINDS or counts[kind] < 0:
                 raise ValueError(f"context counts {counts}: expected non-negative counts of {TOKEN_KINDS}")
@@ -114,14 +140,31 @@ class HierarchicalPromptLearner(nn.Module):
         self.global_context = HierarchicalContext(counts, slots, width, std)
         self.local_context = HierarchicalContext(counts, slots, width, std) if local_branch else None
         self.encoder = ClassPromptEncoder(clip, classnames, self.global_context.length, template, learned_name)
+        self.encoding = encoding if self.learnable else "truncated"
+        self.tree = None
+        if self.encoding == "tree":
+            encoder = self.encoder
+            self.tree = PromptTree(clip, self.global_context.counts, slots, encoder.prefix[0, 0],
+                                   encoder.suffix[:, :encoder.length - 1 - encoder.n_ctx], encoder.eot_index,
+                                   n_sets=1 if self.local_context is None else 2)
 
     @property
     def learnable(self) -> bool:
         return self.global_context.length > 0
 
+    def contexts(self) -> torch.Tensor:
+        """[S, C, M, W]: the global set's context vectors, then the local set's if any."""
+        sets = [self.global_context] + ([self.local_context] if self.local_context is not None else [])
+        return torch.stack([context() for context in sets])
+
     def class_embeddings(self):
         """(global [C, D], local [C, D]); the local ones are the global ones without a local branch."""
-        global_emb = self.encoder(self.global_context() if self.learnable else None)
-        if self.local_context is None:
-            return global_emb, global_emb
-        return global_emb, self.encoder(self.local_context() if self.learnable else None)
+        if self.encoding == "full":
+            global_emb = self.encoder(self.global_context() if self.learnable else None)
+            local_emb = self.encoder(self.local_context()) if self.local_context is not None else global_emb
+            return global_emb, local_emb
+        if self.encoding == "tree":
+            embeddings = self.tree(self.contexts())  # [S, C, D]
+        else:
+            embeddings = self.encoder.encode_sets(self.contexts() if self.learnable else None)  # [S, C, D]
+        return embeddings[0], embeddings[-1]

@@ -38,6 +38,12 @@ TINY_CONFIGS = {
         vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=12, head_width=32),
         text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
     ),
+    # The harder toy world's CLIP (hiprompt/toyworld/toy80.py): 128 px, so a 4x4 dense grid.
+    "toy80": dict(
+        embed_dim=64,
+        vision_cfg=dict(image_size=128, layers=[1, 1, 1, 1], width=8, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
+    ),
 }
 
 DOWNLOAD_HINT = (
@@ -50,7 +56,10 @@ DOWNLOAD_HINT = (
 
 
 # Weights shipped inside this package, selected with pretrained="packaged".
-PACKAGED_WEIGHTS = {"toy": Path(__file__).resolve().parents[1] / "toyworld" / "toy_clip.pt"}
+PACKAGED_WEIGHTS = {
+    "toy": Path(__file__).resolve().parents[1] / "toyworld" / "toy_clip.pt",
+    "toy80": Path(__file__).resolve().parents[1] / "toyworld" / "toy80_clip.pt",
+}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -268,19 +277,34 @@ class ClipBackbone(nn.Module):
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.token_embedding(tokens)  # [N, L, W]
 
-    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor):
+    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, length: int = None):
         """Run the text transformer on token embeddings.
 
         embeddings: [N, L, W] (L = context length); eot_index: [N] position of end-of-text.
-        Returns the projected end-of-text features [N, D] and per-token features [N, L, D].
+        length: run on the first `length` positions only (at least every eot_index + 1).
+        Under the causal mask no position sees a later one, so the features of those
+        positions are the same as with all L (the shortcut of running to the longest
+        end-of-text). Returns the projected end-of-text features [N, D] and per-token
+        features [N, length or L, D].
         """
         model = self.model
-        x = embeddings + model.positional_embedding.to(embeddings.dtype)
-        x = model.transformer(x, attn_mask=model.attn_mask)
-        x = model.ln_final(x)  # [N, L, W]
-        x = x @ model.text_projection if not isinstance(model.text_projection, nn.Linear) else model.text_projection(x)
+        length = embeddings.shape[1] if length is None else length
+        x = embeddings[:, :length] + model.positional_embedding[:length].to(embeddings.dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = self.project_text(x)  # [N, length, D]
         eot = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [N, D]
         return eot, x
+
+    def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The text tower's output head (final norm, projection): [..., W] -> [..., D]."""
+        model = self.model
+        x = model.ln_final(hidden)
+        return x @ model.text_projection if not isinstance(model.text_projection, nn.Linear) else model.text_projection(x)
+
+    @property
+    def text_blocks(self):
+        """The text transformer's residual attention blocks (open_clip ResidualAttentionBlock)."""
+        return self.model.transformer.resblocks
 
     @staticmethod
     def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
@@ -296,10 +320,13 @@ class ClipBackbone(nn.Module):
         return (positions[None, :] >= 1) & (positions[None, :] <= eot[:, None])
 
     @torch.no_grad()
-    def encode_text(self, tokens: torch.Tensor):
-        """Frozen text features of tokenised sentences: (eot [N, D], tokens [N, L, D], mask [N, L])."""
-        eot, per_token = self.encode_text_embeddings(self.token_embeddings(tokens), self.eot_positions(tokens))
-        return eot, per_token, self.content_mask(tokens)
+    def encode_text(self, tokens: torch.Tensor, truncate: bool = False):
+        """Frozen text features of tokenised sentences: (eot [N, D], tokens [N, L, D], mask [N, L]).
+        truncate: run only up to the longest end-of-text (L = its position + 1)."""
+        eot_index = self.eot_positions(tokens)
+        length = int(eot_index.max()) + 1 if truncate else None
+        eot, per_token = self.encode_text_embeddings(self.token_embeddings(tokens), eot_index, length)
+        return eot, per_token, self.content_mask(tokens)[:, :per_token.shape[1]]
 
     # ----------------------------------------------------------------- image side
     @torch.no_grad()

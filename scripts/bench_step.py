@@ -1,0 +1,321 @@
+"""The training step at paper scale, side by side with a TaI-DPT-style step, in one run.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python scripts/bench_step.py [--steps 4] [--sizes 100000 400000]
+        [--parts step scale] [--device cuda [--prec bf16]]
+
+Step (RN50 architecture, random weights; the 80 COCO classes; 16/8/4/4 = 32 tokens; batch 32;
+synthetic descriptions mentioning 1-3 classes; SGD as configured): each side runs in its own
+process from the same initial context vectors on the same batches.
+- reference, the TaI-DPT way: every step re-encodes its batch of descriptions (frozen, 77
+  positions) and all class prompts, global and local set each on its own, at 77 positions;
+- this project, store: description features gathered from the store (built once and
+  timed on its own), class prompts through the prefix tree;
+- this project, on the fly: the batch's descriptions encoded during the step (up to their
+  longest end-of-text), class prompts through the prefix tree.
+Prints per side the median step time, peak resident memory (whole process, and its growth
+during the steps), the FLOPs of one step (torch's FlopCounterMode: matrix products and
+attention) and the FLOP/s achieved; the time and memory ratios; the largest loss difference
+over the steps; a plain matrix product's FLOP/s on the same threads; a paper-scale COCO
+epoch computed from the step times; and a scale run on the tiny backbone: building the store
+for synthetic corpora of two sizes and training on them, with each process's peak memory.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hiprompt.classnames import COCO_CLASSES
+from hiprompt.clip import build_clip
+from hiprompt.config import get_cfg_default
+from hiprompt.method import PromptedCLIP
+from hiprompt.text_features import text_features
+from hiprompt.trainer import build_optimizer
+
+# COCO's 12 supercategories are consecutive runs of its 80 classes in category order
+# (person, vehicle, outdoor, animal, accessory, sports, kitchen, food, furniture,
+# electronic, appliance, indoor): the coarse groups; fine groups: triples inside them.
+SUPERCATEGORY_SIZES = (1, 8, 5, 10, 5, 10, 7, 10, 6, 6, 5, 7)
+PAPER_SENTENCES = 15_800 * 100  # the paper profile: ~15,800 questions of ~100 sentences on COCO
+WORDS = ("a", "the", "small", "old", "red", "near", "next to", "on", "under", "busy", "street",
+         "kitchen", "table", "park", "photo", "with", "and", "while", "sunny", "room")
+
+
+def coco_groups() -> dict:
+    coarse, fine, start = [], [], 0
+    for size in SUPERCATEGORY_SIZES:
+        members = COCO_CLASSES[start:start + size]
+        start += size
+        coarse.append(members)
+        fine.extend(members[i:i + 3] for i in range(0, size, 3) if len(members[i:i + 3]) > 1)
+    return {"coarse": coarse, "fine": fine}
+
+
+class SyntheticCorpus(Sequence):
+    """Sentence i made from i alone (nothing held in memory): 1-3 classes among 6-16 filler words."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def _draw(self, i: int):
+        rng = random.Random(i)
+        names = rng.sample(COCO_CLASSES, rng.randint(1, 3))
+        words = [rng.choice(WORDS) for _ in range(rng.randint(6, 16))]
+        for name in names:
+            words.insert(rng.randint(0, len(words)), name)
+        return " ".join(words) + ".", names
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return self._draw(i)[0]
+
+    def labels(self, index) -> torch.Tensor:
+        """[B, C] 1 for the classes put in each sentence."""
+        labels = torch.zeros(len(index), len(COCO_CLASSES))
+        for row, i in enumerate(index):
+            for name in self._draw(int(i))[1]:
+                labels[row, COCO_CLASSES.index(name)] = 1.0
+        return labels
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def rss_parts_mb() -> dict:
+    """Resident memory now by kind: anonymous (the process's own) and file-backed (mapped
+    page cache, e.g. the store's touched pages, which the kernel can reclaim)."""
+    with open("/proc/self/status") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    return {kind: int(fields[f"Rss{kind}"].split()[0]) / 1024 for kind in ("Anon", "File")}
+
+
+def build_model(clip, encoding: str, device):
+    cfg = get_cfg_default()
+    cfg.TRAINER.HIPROMPT.PROMPT_ENCODING = encoding
+    torch.manual_seed(1)  # the same initial context vectors on every side
+    model = PromptedCLIP(clip, COCO_CLASSES, coco_groups(), cfg.TRAINER.HIPROMPT).to(device)
+    return model, build_optimizer(list(model.prompts.parameters()), cfg.OPTIM)
+
+
+def run_side(args) -> dict:
+    """One side's steps in this process; returns its figures."""
+    device = torch.device(args.device)
+    clip = build_clip("RN50", "random", seed=0).to(device)
+    corpus = SyntheticCorpus(args.steps * args.batch)
+    reference = args.side == "reference"
+    model, optimizer = build_model(clip, "full" if reference else "tree", device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=args.prec == "bf16" and device.type == "cuda")
+    figures = {"side": args.side}
+    feats = None
+    if args.side == "store":
+        clock = time.process_time if device.type == "cpu" else time.perf_counter  # as the steps are timed
+        start = clock()
+        feats = text_features(clip, corpus, args.cache, device=device, progress=False)
+        figures["store_s_per_sentence"] = (clock() - start) / len(corpus)
+    elif args.side == "fly":
+        feats = text_features(clip, corpus, args.cache, budget_bytes=0, device=device)
+
+    def loss_of(index):
+        labels = corpus.labels(index).to(device)
+        if reference:
+            eot, per_token, mask = clip.encode_text(clip.tokenize([corpus[i] for i in index]).to(device))  # 77
+            return model.text_loss(eot, per_token, mask, labels)[0]
+        eot, tokens, mask = (t.to(device) for t in feats.batch(index))
+        with autocast:
+            embeddings = model.prompts.class_embeddings()
+        return model.text_loss(eot, tokens, mask, labels, tuple(e.float() for e in embeddings))[0]
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with FlopCounterMode(display=False) as counter:  # one untimed step, no update
+        loss_of(list(range(args.batch))).backward()
+    optimizer.zero_grad()
+    figures["flops"] = counter.get_total_flops()
+    rss_before = current_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    losses, times, cpu_times = [], [], []
+    for step in range(args.steps):
+        sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = loss_of(list(range(step * args.batch, (step + 1) * args.batch)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sync()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        losses.append(loss.item())
+    figures.update(losses=losses, step_s=times, step_cpu_s=cpu_times, peak_rss_mb=peak_rss_mb(),
+                   step_growth_mb=peak_rss_mb() - rss_before, threads=torch.get_num_threads())
+    if device.type == "cuda":
+        figures["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return figures
+
+
+def run_scale(args) -> dict:
+    """Store and training steps on the tiny backbone for a synthetic corpus of args.size sentences."""
+    clip = build_clip("tiny", "random", seed=0)
+    corpus = SyntheticCorpus(args.size)
+    start = time.perf_counter()
+    feats = text_features(clip, corpus, args.cache, progress=False)
+    build_s = time.perf_counter() - start
+    store_bytes = sum(f.stat().st_size for f in feats.folder.iterdir())
+    model, optimizer = build_model(clip, "tree", "cpu")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(args.steps):
+        index = torch.randint(len(corpus), (args.batch,), generator=generator).tolist()
+        loss = model.text_loss(*feats.batch(index), corpus.labels(index), model.prompts.class_embeddings())[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    parts = rss_parts_mb()
+    return {"size": args.size, "build_s": build_s, "store_mb": store_bytes / 2**20, "peak_rss_mb": peak_rss_mb(),
+            "anon_mb": parts["Anon"], "file_mb": parts["File"]}
+
+
+def child(argv) -> dict:
+    """Run this script on one part in a fresh process (its own peak memory); its last output line is JSON."""
+    done = subprocess.run([sys.executable, __file__, *argv], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def matmul_flops_per_s(device: torch.device, size: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of a float32 matrix product: per CPU second on the CPU, per second on CUDA."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    cuda = device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
+    a @ b
+    if cuda:
+        torch.cuda.synchronize()
+    start = clock()
+    for _ in range(repeat):
+        a @ b
+    if cuda:
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeat / (clock() - start)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per side (default 4)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--sizes", type=int, nargs=2, default=(100_000, 400_000), help="scale-run corpus sizes")
+    parser.add_argument("--scale-steps", type=int, default=50, help="training steps of each scale run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--parts", nargs="+", choices=("step", "scale"), default=("step", "scale"),
+                        help="what to run (default both)")
+    parser.add_argument("--prec", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast of the prompt "
+                        "encoder on CUDA (this project's side)")
+    parser.add_argument("--side", choices=("reference", "store", "fly"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        print(json.dumps(run_side(args)))
+        return
+    if args.size:
+        print(json.dumps(run_scale(args)))
+        return
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()} "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), device {args.device}, "
+          f"torch {torch.__version__}, python {platform.python_version()}")
+    if "step" in args.parts:
+        step_part(args)
+    if "scale" in args.parts:
+        scale_part(args)
+
+
+def step_part(args):
+    common = ["--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device, "--prec", args.prec]
+    sides = {}
+    for side in ("reference", "store", "fly"):
+        with tempfile.TemporaryDirectory() as cache:  # each side its own: the fly side finds no store
+            sides[side] = child(common + ["--side", side, "--cache", cache])
+        print(f"  ran {side}: steps {[round(t, 2) for t in sides[side]['step_s']]} s wall, "
+              f"{[round(t, 2) for t in sides[side]['step_cpu_s']]} s CPU", flush=True)
+    matmul = matmul_flops_per_s(torch.device(args.device))
+    names = {"reference": "reference (TaI-DPT way)", "store": "this project, store", "fly": "this project, on the fly"}
+    # One thread per process: CPU seconds are what a step costs whatever else the machine
+    # runs; wall seconds are shown beside them. On CUDA, wall seconds.
+    timing = "step_cpu_s" if args.device == "cpu" else "step_s"
+    print(f"\nstep: RN50 random weights, 80 classes, 16/8/4/4, batch {args.batch}, median of {args.steps} steps; "
+          f"times in {'CPU' if timing == 'step_cpu_s' else 'wall'} seconds")
+    print(f"{'':26} {'step s':>8} {'wall s':>8} {'peak RSS MB':>12} {'growth MB':>10} {'GFLOP/step':>11} "
+          f"{'GFLOP/s':>8}")
+    median = {}
+    for side, figures in sides.items():
+        median[side] = statistics.median(figures[timing])
+        print(f"{names[side]:26} {median[side]:8.2f} {statistics.median(figures['step_s']):8.2f} "
+              f"{figures['peak_rss_mb']:12.0f} {figures['step_growth_mb']:10.0f} "
+              f"{figures['flops'] / 1e9:11.1f} {figures['flops'] / 1e9 / median[side]:8.1f}")
+    print(f"plain matrix product (2048 x 2048, float32): {matmul / 1e9:.1f} GFLOP per "
+          f"{'CPU second' if timing == 'step_cpu_s' else 'second'}")
+    ref = sides["reference"]
+    for side in ("store", "fly"):
+        figures = sides[side]
+        difference = max(abs(a - b) for a, b in zip(figures["losses"], ref["losses"]))
+        print(f"{names[side]}: {median['reference'] / median[side]:.1f}x faster, peak RSS ratio "
+              f"(reference / this) {ref['peak_rss_mb'] / figures['peak_rss_mb']:.2f}, step growth ratio "
+              f"{ref['step_growth_mb'] / max(figures['step_growth_mb'], 1):.1f}, largest loss difference over "
+              f"{args.steps} steps {difference:.2e} (losses {[round(v, 4) for v in figures['losses']]})")
+        if "cuda_peak_mb" in figures:
+            print(f"  CUDA peak allocated: reference {ref['cuda_peak_mb']:.0f} MB, "
+                  f"this {figures['cuda_peak_mb']:.0f} MB")
+    print(f"reference losses {[round(v, 4) for v in ref['losses']]}")
+    steps = PAPER_SENTENCES // args.batch
+    store_h = sides["store"]["store_s_per_sentence"] * PAPER_SENTENCES / 3600
+    print(f"\npaper-scale COCO epoch, computed ({PAPER_SENTENCES:,} sentences = {steps:,} steps of {args.batch}) "
+          f"from the median step times above on this machine: reference {steps * median['reference'] / 3600:.1f} h, "
+          f"store {steps * median['store'] / 3600:.1f} h (+ {store_h:.1f} h once to build the store), "
+          f"on the fly {steps * median['fly'] / 3600:.1f} h")
+
+
+def scale_part(args):
+    print("\nscale run: tiny backbone, store built then "
+          f"{args.scale_steps} training steps of {args.batch}, each size in its own process")
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as cache:
+            figures = child(["--size", str(size), "--steps", str(args.scale_steps), "--batch", str(args.batch),
+                             "--cache", cache])
+        print(f"  {size:>9,} sentences: store {figures['store_mb']:8.1f} MB on disk, "
+              f"built in {figures['build_s']:6.0f} s, peak RSS {figures['peak_rss_mb']:6.0f} MB; "
+              f"at the end anonymous {figures['anon_mb']:6.0f} MB, file-backed {figures['file_mb']:6.0f} MB",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

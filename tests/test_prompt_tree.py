@@ -1,0 +1,117 @@
+"""The step's shortcuts are exact: the prefix tree and the truncated joint call give the class
+embeddings and gradients of the plain open_clip forward (each set at 77 positions)."""
+
+import pytest
+import torch
+
+from hiprompt.prompt_learner import HierarchicalPromptLearner
+
+CLASSES = ["cat", "dog", "car", "bus", "traffic light", "hair drier"]
+# "hair drier" is in no group at either level; "traffic light" only in a coarse group
+GROUPS = {"coarse": [["cat", "dog"], ["car", "bus", "traffic light"]], "fine": [["car", "bus"], ["cat", "dog"]]}
+COMPOSITIONS = {
+    "paper 16/8/4/4": {"shared": 16, "coarse": 8, "fine": 4, "class": 4},
+    "CoOp (all shared)": {"shared": 32, "coarse": 0, "fine": 0, "class": 0},
+    "CSC (all class-specific)": {"shared": 0, "coarse": 0, "fine": 0, "class": 32},
+    "groups only": {"shared": 0, "coarse": 3, "fine": 2, "class": 0},
+}
+
+
+def embeddings_and_gradients(clip, counts, encoding, local_branch=True):
+    torch.manual_seed(0)  # the same context vectors for every encoding
+    learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "a photo of a {}.",
+                                        local_branch=local_branch, encoding=encoding)
+    global_emb, local_emb = learner.class_embeddings()  # [C, D] each
+    weights = torch.linspace(-1, 1, global_emb.numel()).reshape(global_emb.shape)
+    ((global_emb * weights).sum() + (local_emb * weights.flip(0)).square().sum()).backward()
+    grads = {name: p.grad.clone() for name, p in learner.named_parameters()}
+    return global_emb.detach(), local_emb.detach(), grads
+
+
+@pytest.mark.parametrize("name", COMPOSITIONS)
+@pytest.mark.parametrize("encoding", ["tree", "truncated"])
+def test_shortcut_equals_the_plain_forward_with_gradients(tiny_clip, name, encoding):
+    counts = COMPOSITIONS[name]
+    plain = embeddings_and_gradients(tiny_clip, counts, "full")
+    fast = embeddings_and_gradients(tiny_clip, counts, encoding)
+    torch.testing.assert_close(fast[0], plain[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast[1], plain[1], rtol=0, atol=1e-5)
+    assert plain[2].keys() == fast[2].keys() and len(plain[2]) == 2 * sum(c > 0 for c in counts.values())
+    for key, grad in plain[2].items():
+        assert grad.abs().max() > 0, key
+        # to 1e-5 of the largest gradient entry (they reach ~1e2 here, float32 sums)
+        torch.testing.assert_close(fast[2][key], grad, rtol=0, atol=1e-5 * float(grad.abs().max()))
+
+
+def test_tree_matches_in_float64_to_rounding(tiny_clip):
+    """In float64 the tree and the library forward agree to 1e-10: same computation, other order."""
+    import copy
+
+    clip64 = copy.deepcopy(tiny_clip).double()
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    results = []
+    for encoding in ("full", "tree"):
+        torch.manual_seed(0)
+        learner = HierarchicalPromptLearner(clip64, CLASSES, GROUPS, counts, "{}", encoding=encoding).double()
+        global_emb, local_emb = learner.class_embeddings()
+        (global_emb.sum() + local_emb.square().sum()).backward()
+        results.append((global_emb.detach(), local_emb.detach(), [p.grad for p in learner.parameters()]))
+    (g_full, l_full, grads_full), (g_tree, l_tree, grads_tree) = results
+    torch.testing.assert_close(g_tree, g_full, rtol=0, atol=1e-10)
+    torch.testing.assert_close(l_tree, l_full, rtol=0, atol=1e-10)
+    for tree_grad, full_grad in zip(grads_tree, grads_full):
+        torch.testing.assert_close(tree_grad, full_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_tree_encodes_each_shared_prefix_once(tiny_clip):
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COMPOSITIONS["paper 16/8/4/4"], "{}")
+    longest = learner.encoder.length  # positions up to the longest end-of-text
+    # a leaf: the class tokens, name, '.' and end-of-text, up to its own end-of-text
+    leaves = int((learner.encoder.eot_index - (16 + 8 + 4)).sum())
+    assert leaves < len(CLASSES) * (longest - 1 - 28)  # the names differ in length
+    # per set: shared 1 node x 16; coarse: 2 groups + "hair drier" = 3 nodes x 8;
+    # fine under (coarse, fine): (cat,dog), (car,bus), traffic light, hair drier = 4 nodes x 4
+    per_set = 16 + 3 * 8 + 4 * 4 + leaves
+    assert learner.tree.tokens_per_layer == 1 + 2 * per_set  # SOT once for both sets
+    assert learner.tree.tokens_per_layer < 2 * len(CLASSES) * longest < 2 * len(CLASSES) * 77
+
+
+def test_single_set_and_hand_crafted_prompts(tiny_clip):
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    plain = embeddings_and_gradients(tiny_clip, counts, "full", local_branch=False)
+    tree = embeddings_and_gradients(tiny_clip, counts, "tree", local_branch=False)
+    torch.testing.assert_close(tree[0], plain[0], rtol=0, atol=1e-5)
+    assert torch.equal(tree[0], tree[1])  # without a local branch the local embeddings are the global ones
+    hand = HierarchicalPromptLearner(tiny_clip, ["cat", "dog"], {}, {k: 0 for k in counts}, "a photo of a {}.")
+    expected = tiny_clip.encode_text(tiny_clip.tokenize(["a photo of a cat.", "a photo of a dog."]))[0]
+    torch.testing.assert_close(hand.class_embeddings()[0], expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="PROMPT_ENCODING='fast'"):
+        HierarchicalPromptLearner(tiny_clip, ["cat"], {}, counts, "{}", encoding="fast")
+
+
+def test_truncated_text_encoding_equals_the_full_one(tiny_clip):
+    tokens = tiny_clip.tokenize(["a dog.", "a red car parked next to a bus in the rain."])  # [2, 77]
+    eot, per_token, mask = tiny_clip.encode_text(tokens)
+    eot_short, per_token_short, mask_short = tiny_clip.encode_text(tokens, truncate=True)
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    assert per_token_short.shape[1] == length == mask_short.shape[1]
+    torch.testing.assert_close(eot_short, eot, rtol=0, atol=1e-5)
+    torch.testing.assert_close(per_token_short, per_token[:, :length], rtol=0, atol=1e-5)
+    assert torch.equal(mask_short, mask[:, :length]) and not mask[:, length:].any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast of the prompt encoder runs on CUDA only")
+def test_bf16_autocast_tree_on_cuda_keeps_fp32_master_weights(tiny_clip):
+    import copy
+
+    clip = copy.deepcopy(tiny_clip).cuda()
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    torch.manual_seed(0)
+    learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}").cuda()
+    reference = [e.detach() for e in learner.class_embeddings()]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        global_emb, local_emb = learner.class_embeddings()
+    (global_emb.float().sum() + local_emb.float().sum()).backward()
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in learner.parameters())
+    torch.testing.assert_close(global_emb.float(), reference[0], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(local_emb.float(), reference[1], rtol=0.05, atol=0.05)

@@ -1,0 +1,119 @@
+"""Description features: the ragged memory-mapped store against the encoder's own output,
+resuming an interrupted build, the budget switch, and equal losses with on-the-fly encoding."""
+
+import mmap
+
+import numpy as np
+import pytest
+import torch
+
+from hiprompt import text_features as tf
+from hiprompt.config import get_cfg_default
+from hiprompt.method import PromptedCLIP
+
+CLASSES = ["dog", "cat", "car", "bus"]
+TEXTS = [
+    "a dog.", "a cat sleeps on the sofa next to the dog.", "a red car.", "the bus stops.",
+    "two cats and a dog play in the garden while a bus passes by on the road.", "car.",
+    "a bus and a car wait at the light.", "the cat.", "dogs bark at the passing bus in the morning.",
+]
+
+
+def expected_features(clip, text):
+    """From the library path at the full 77 positions: eot, and the content tokens 1..eot as float16."""
+    tokens = clip.tokenize([text])
+    eot, per_token, mask = clip.encode_text(tokens)
+    end = int(tokens.argmax())
+    assert mask[0, 1:end + 1].all() and not mask[0, 0]
+    return eot[0], per_token[0, 1:end + 1].half().float()
+
+
+def test_store_holds_each_description_at_its_own_length(tiny_clip, tmp_path):
+    store = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    assert isinstance(store, tf.FeatureStore) and len(store) == len(TEXTS)
+    chunks = sorted(p.name for p in store.folder.glob("chunk-*.eot.npy"))
+    assert chunks == [f"chunk-00000{k}.eot.npy" for k in range(3)]
+    offsets = np.load(store.folder / "chunk-000000.offsets.npy")
+    lengths = [int(tiny_clip.tokenize([t]).argmax()) for t in TEXTS[:4]]
+    assert offsets.tolist() == np.cumsum([0] + lengths).tolist()  # ragged: no padding stored
+    index = torch.tensor([8, 0, 4, 5])
+    eot, tokens, mask = store.batch(index)
+    assert tokens.shape[1] == max(int(tiny_clip.tokenize([TEXTS[i]]).argmax()) for i in index.tolist())
+    for row, i in enumerate(index.tolist()):
+        want_eot, want_tokens = expected_features(tiny_clip, TEXTS[i])
+        n = len(want_tokens)
+        assert mask[row, :n].all() and not mask[row, n:].any()
+        torch.testing.assert_close(eot[row], want_eot, rtol=0, atol=1e-5)
+        torch.testing.assert_close(tokens[row, :n], want_tokens, rtol=0, atol=2e-3)  # float16 storage
+        assert not tokens[row, n:].any()
+    assert isinstance(store._chunks[0][2][1], mmap.mmap)  # memory-mapped, not loaded
+    again = store.batch(index)  # read again after the pages were let go of
+    assert all(torch.equal(x, y) for x, y in zip(again, (eot, tokens, mask)))
+    with pytest.raises(IndexError, match="description 9 of a store of 9"):
+        store.batch(torch.tensor([9]))
+
+
+def test_interrupted_build_resumes_with_the_missing_chunks_only(tiny_clip, tmp_path, monkeypatch):
+    calls = []
+    original = tf.encode_descriptions
+
+    def failing_after_two(clip, texts, device="cpu"):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(texts)
+        return original(clip, texts, device)
+
+    monkeypatch.setattr(tf, "ENCODE_BATCH", 2)
+    monkeypatch.setattr(tf, "encode_descriptions", failing_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=2, progress=False)
+    folder = tf.store_folder(tiny_clip, TEXTS, tmp_path, chunk_size=2)
+    assert not (folder / "meta.json").exists() and len(list(folder.glob("chunk-*.eot.npy"))) == 2
+    monkeypatch.setattr(tf, "encode_descriptions", lambda clip, texts, device="cpu": calls.append(texts)
+                        or original(clip, texts, device))
+    resumed = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=2, progress=False)
+    assert calls[2:] == [TEXTS[4:6], TEXTS[6:8], TEXTS[8:]]  # chunks 0 and 1 were not encoded again
+    fresh = tf.text_features(tiny_clip, TEXTS, tmp_path / "fresh", chunk_size=2, progress=False)
+    every = torch.arange(len(TEXTS))
+    for got, want in zip(resumed.batch(every), fresh.batch(every)):
+        assert torch.equal(got, want)
+
+
+def test_budget_switches_to_on_the_fly_and_the_cache_key_covers_the_layout(tiny_clip, tmp_path):
+    estimate = tf.estimated_store_bytes(tiny_clip, TEXTS)
+    lengths = [int(tiny_clip.tokenize([t]).argmax()) for t in TEXTS]
+    assert estimate == int(len(TEXTS) * (np.mean(lengths) * 64 * 2 + 64 * 4 + 8))  # D = 64
+    assert isinstance(tf.text_features(tiny_clip, TEXTS, tmp_path, budget_bytes=estimate - 1), tf.OnTheFlyFeatures)
+    assert not (tmp_path / "text").exists()
+    assert isinstance(tf.text_features(tiny_clip, TEXTS, tmp_path, budget_bytes=estimate, progress=False),
+                      tf.FeatureStore)
+    assert tf.store_folder(tiny_clip, TEXTS, tmp_path, 4) != tf.store_folder(tiny_clip, TEXTS, tmp_path, 8)
+    assert tf.store_folder(tiny_clip, TEXTS, tmp_path) != tf.store_folder(tiny_clip, TEXTS[:-1], tmp_path)
+    with pytest.raises(ValueError, match="corpus is empty"):
+        tf.text_features(tiny_clip, [], tmp_path)
+
+
+def test_store_and_on_the_fly_give_the_same_losses(tiny_clip, tmp_path):
+    hp = get_cfg_default().TRAINER.HIPROMPT
+    hp.N_CTX_SHARED, hp.N_CTX_COARSE, hp.N_CTX_FINE, hp.N_CTX_CLASS = 2, 1, 1, 1
+    torch.manual_seed(0)
+    model = PromptedCLIP(tiny_clip, CLASSES, {"coarse": [["dog", "cat"], ["car", "bus"]], "fine": []}, hp)
+    labels = torch.tensor([[float(c in t) for c in CLASSES] for t in TEXTS])  # [N, C]
+    store = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    on_the_fly = tf.text_features(tiny_clip, TEXTS, tmp_path / "other", budget_bytes=0)
+    assert isinstance(on_the_fly, tf.OnTheFlyFeatures)
+    for index in (torch.tensor([0, 3, 4, 7]), torch.tensor([8, 1, 2]), torch.arange(len(TEXTS))):
+        loss_store, _ = model.text_loss(*store.batch(index), labels[index])
+        loss_fly, _ = model.text_loss(*on_the_fly.batch(index), labels[index])
+        assert loss_store.item() > 0
+        assert loss_fly.item() == pytest.approx(loss_store.item(), rel=1e-6, abs=1e-7)
+
+
+def test_budget_key_is_in_the_schema_and_checked():
+    from hiprompt.config import ConfigError, validate_cfg
+
+    cfg = get_cfg_default()
+    assert cfg.DATASET.TEXT.FEATURE_BUDGET_GB == 64.0 and cfg.TRAINER.HIPROMPT.PROMPT_ENCODING == "tree"
+    cfg.DATASET.TEXT.FEATURE_BUDGET_GB = -1.0
+    with pytest.raises(ConfigError, match="DATASET.TEXT.FEATURE_BUDGET_GB=-1.0"):
+        validate_cfg(cfg)
