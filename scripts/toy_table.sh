@@ -4,36 +4,38 @@
 # vs global + local; with and without the order loss).
 #
 #   bash scripts/toy_table.sh
+#   WORLD=toy80 bash scripts/toy_table.sh     # the harder world (docs/toyworld.md)
 #
-# Environment as scripts/main.sh (DATA [data/toy], KNOWLEDGE [knowledge/toy], OUTPUT [output],
-# SEEDS ["1 2 3"], NCTX [32]). The knowledge comes from the toy world's oracle unless
+# Environment as scripts/main.sh (WORLD [toy]: toy | toy80, DATA [data/$WORLD],
+# KNOWLEDGE [knowledge/$WORLD], OUTPUT [output], SEEDS ["1 2 3"], NCTX [32]). The knowledge comes from the toy world's oracle unless
 # HIPROMPT_LLM_BACKEND names an LLM, e.g. the SmolLM2 GGUF through llama-cpp:
 #   HIPROMPT_LLM_BACKEND=llama-cpp HIPROMPT_LLM_MODEL=/path/to/SmolLM2.gguf \
 #       KNOWLEDGE=knowledge/toy-smollm2 OUTPUT=output-smollm2 bash scripts/toy_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DATA=${DATA:-data/toy} KNOWLEDGE=${KNOWLEDGE:-knowledge/toy} OUTPUT=${OUTPUT:-output}
+WORLD=${WORLD:-toy}
+export DATA=${DATA:-data/$WORLD} KNOWLEDGE=${KNOWLEDGE:-knowledge/$WORLD} OUTPUT=${OUTPUT:-output}
 export SEEDS=${SEEDS:-"1 2 3"}
 N=${NCTX:-32}
 H=$((N / 2)),$((N / 4)),$((N / 8)),$((N - N / 2 - N / 4 - N / 8))
-RUNS=${OUTPUT}/toy/HierarchicalCoOp
+RUNS=${OUTPUT}/${WORLD}/HierarchicalCoOp
 
 train() {  # composition, then KEY VALUE overrides
-    COMPOSITION=$1 bash scripts/main.sh toy toy "$N" "${@:2}" > /dev/null
+    COMPOSITION=$1 bash scripts/main.sh "$WORLD" "$WORLD" "$N" "${@:2}" > /dev/null
 }
 train "$H"
 train "$N,0,0,0"
 train "0,0,0,$N"
 train "$H" TRAINER.HIPROMPT.LOCAL_BRANCH False
 train "$H" TRAINER.HIPROMPT.ORDER_LOSS False
-EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0" COMPOSITION=$H bash scripts/eval.sh toy toy "$N" > /dev/null
-bash scripts/eval.sh toy toy zeroshot > /dev/null
+EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0" COMPOSITION=$H bash scripts/eval.sh "$WORLD" "$WORLD" "$N" > /dev/null
+bash scripts/eval.sh "$WORLD" "$WORLD" zeroshot > /dev/null
 
-RUN=toy_nctx${N}_${H//,/-}
-python -m hiprompt.summarize --json "${OUTPUT}/toy/table.json" \
-    "hand-crafted (zero-shot), global + local=${OUTPUT}/toy/ZeroshotCLIP/toy" \
-    "CoOp shared (${N} S), global + local=${RUNS}/toy_nctx${N}_${N}-0-0-0" \
-    "CSC (${N} C-S), global + local=${RUNS}/toy_nctx${N}_0-0-0-${N}" \
+RUN=${WORLD}_nctx${N}_${H//,/-}
+python -m hiprompt.summarize --json "${OUTPUT}/${WORLD}/table.json" \
+    "hand-crafted (zero-shot), global + local=${OUTPUT}/${WORLD}/ZeroshotCLIP/${WORLD}" \
+    "CoOp shared (${N} S), global + local=${RUNS}/${WORLD}_nctx${N}_${N}-0-0-0" \
+    "CSC (${N} C-S), global + local=${RUNS}/${WORLD}_nctx${N}_0-0-0-${N}" \
     "hierarchical (${H//,/\/}), global + local=${RUNS}/${RUN}" \
     "hierarchical, global score only (λ2 = 1)=${RUNS}/${RUN}__TRAINER.HIPROMPT.LAMBDA_FUSE-1.0" \
     "hierarchical, no local branch=${RUNS}/${RUN}_TRAINER.HIPROMPT.LOCAL_BRANCH-False" \

@@ -1,19 +1,25 @@
-"""Rendering: each class is a shape family drawn as a mask, filled with a textured colour."""
+"""Rendering: each class is a shape family drawn as a mask, filled with a textured colour.
 
+`SHAPES` holds the default world's twenty hand-drawn shapes (keyed by class name) and the
+glyphs `glyph-<outline>-<mark>`: a plain outline (hexagon, arrow, ...) with a mark cut out
+of it (a hole, a slot, two dots, a notch, a bar) or none, for worlds with more classes.
+"""
+
+import itertools
 import math
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .world import COLOURS, IMAGE_SIZE, SCENE_INFO, SceneSample, sample_scene
+from .world import COLOURS, TOY, SceneSample, World, sample_scene
 
 
 class _Pen:
     """Draws on a mask in the unit square [-1, 1]^2 of a box."""
 
-    def __init__(self, box):
-        self.mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    def __init__(self, box, image_size: int):
+        self.mask = Image.new("L", (image_size, image_size), 0)
         self.draw = ImageDraw.Draw(self.mask)
         self.cx, self.cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         self.r = (box[2] - box[0]) / 2
@@ -154,11 +160,49 @@ def _block(pen):
     pen.rect(-0.8, -0.8, 0.8, 0.8)
 
 
+def _regular(corners: int, radius: float = 0.9, turn: float = -math.pi / 2):
+    return [(radius * math.cos(turn + k * 2 * math.pi / corners), radius * math.sin(turn + k * 2 * math.pi / corners))
+            for k in range(corners)]
+
+
+GLYPH_OUTLINES = {  # outline name -> draws the filled outline
+    "circle": lambda pen: pen.ellipse(-0.9, -0.9, 0.9, 0.9),
+    "square": lambda pen: pen.rect(-0.85, -0.85, 0.85, 0.85),
+    "triangle": lambda pen: pen.polygon(_regular(3, 1.0)),
+    "diamond": lambda pen: pen.polygon([(0, -1), (0.75, 0), (0, 1), (-0.75, 0)]),
+    "pentagon": lambda pen: pen.polygon(_regular(5)),
+    "hexagon": lambda pen: pen.polygon(_regular(6, 0.95, 0)),
+    "plus": lambda pen: (pen.rect(-0.3, -0.95, 0.3, 0.95), pen.rect(-0.95, -0.3, 0.95, 0.3)),
+    "ring": lambda pen: pen.ellipse(-0.95, -0.95, 0.95, 0.95, fill=None, outline=255, width=max(2, round(0.3 * pen.r))),
+    "pillar": lambda pen: pen.rect(-0.4, -1.0, 0.4, 1.0),
+    "slab": lambda pen: pen.rect(-1.0, -0.45, 1.0, 0.45),
+    "arrow": lambda pen: pen.polygon([(-1, -0.3), (0.1, -0.3), (0.1, -0.8), (1, 0), (0.1, 0.8), (0.1, 0.3), (-1, 0.3)]),
+    "trapezoid": lambda pen: pen.polygon([(-0.5, -0.7), (0.5, -0.7), (1, 0.7), (-1, 0.7)]),
+    "bowtie": lambda pen: (pen.polygon([(-1, -0.8), (0, 0), (-1, 0.8)]), pen.polygon([(1, -0.8), (0, 0), (1, 0.8)])),
+}
+GLYPH_MARKS = {  # mark name -> cuts it out of the outline (draws in 0)
+    "plain": lambda pen: None,
+    "holed": lambda pen: pen.ellipse(-0.3, -0.3, 0.3, 0.3, fill=0),
+    "slotted": lambda pen: pen.rect(-1.0, -0.1, 1.0, 0.1, fill=0),
+    "spotted": lambda pen: (pen.ellipse(-0.55, -0.2, -0.15, 0.2, fill=0), pen.ellipse(0.15, -0.2, 0.55, 0.2, fill=0)),
+    "notched": lambda pen: pen.polygon([(-0.35, -1.05), (0.35, -1.05), (0, -0.35)], fill=0),
+    "barred": lambda pen: pen.rect(-0.1, -1.0, 0.1, 1.0, fill=0),
+}
+
+
+def _glyph(outline: str, mark: str):
+    def draw(pen):
+        GLYPH_OUTLINES[outline](pen)
+        GLYPH_MARKS[mark](pen)
+    return draw
+
+
 SHAPES = {
     "sun": _sun, "moon": _moon, "star": _star, "cloud": _cloud, "boat": _boat, "fish": _fish,
     "wave": _wave, "anchor": _anchor, "cup": _cup, "bottle": _bottle, "fork": _fork,
     "plate": _plate, "tree": _tree, "flower": _flower, "house": _house, "fence": _fence,
     "ball": _ball, "kite": _kite, "drum": _drum, "block": _block,
+    **{f"glyph-{o}-{m}": _glyph(o, m) for o, m in itertools.product(GLYPH_OUTLINES, GLYPH_MARKS)},
 }
 
 
@@ -169,11 +213,11 @@ def _shade(rgb) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _pattern(colour: str, texture: str) -> np.ndarray:
+def _pattern(colour: str, texture: str, image_size: int) -> np.ndarray:
     """[H, W, 3] float fill of a colour with a texture (outline is handled on the mask)."""
     base = np.asarray(COLOURS[colour], dtype=np.float32)
-    fill = np.broadcast_to(base, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
-    ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
+    fill = np.broadcast_to(base, (image_size, image_size, 3)).copy()
+    ys, xs = np.mgrid[0:image_size, 0:image_size]
     if texture == "striped":
         fill[((xs + ys) // 3) % 2 == 1] = _shade(base)
     elif texture == "dotted":
@@ -182,23 +226,43 @@ def _pattern(colour: str, texture: str) -> np.ndarray:
     return fill
 
 
-def render(sample: SceneSample) -> Image.Image:
-    """The RGB image of a scene sample."""
-    background = SCENE_INFO[sample.scene].background
-    canvas = np.broadcast_to(np.asarray(background, dtype=np.float32), (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
-    for obj in sample.objects:
-        pen = _Pen(obj.box)
-        SHAPES[obj.name](pen)
-        mask = pen.mask
-        if obj.texture == "outlined":
-            inner = mask.filter(ImageFilter.MinFilter(5))
-            mask = Image.fromarray(np.maximum(np.asarray(mask, np.int16) - np.asarray(inner, np.int16), 0).astype(np.uint8))
+def object_mask(obj, world: World = TOY) -> Image.Image:
+    """The 'L' mask (0/255) of one placed object as the renderer paints it."""
+    pen = _Pen(obj.box, world.image_size)
+    SHAPES[world.shapes[obj.name]](pen)
+    mask = pen.mask
+    if obj.texture == "outlined":
+        inner = mask.filter(ImageFilter.MinFilter(5))
+        mask = Image.fromarray(np.maximum(np.asarray(mask, np.int16) - np.asarray(inner, np.int16), 0).astype(np.uint8))
+    return mask
+
+
+def _draw_clutter(canvas: np.ndarray, marks, image_size: int) -> np.ndarray:
+    for mark in marks:
+        mask = Image.new("L", (image_size, image_size), 0)
+        draw = ImageDraw.Draw(mask)
+        if mark.kind == "scribble":
+            draw.line(list(mark.points), fill=255, width=mark.width)
+        else:
+            draw.polygon(list(mark.points), fill=255)
         alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0  # [H, W, 1]
-        canvas = canvas * (1 - alpha) + _pattern(obj.colour, obj.texture) * alpha
+        canvas = canvas * (1 - alpha) + np.asarray(mark.colour, dtype=np.float32) * alpha
+    return canvas
+
+
+def render(sample: SceneSample, world: World = TOY) -> Image.Image:
+    """The RGB image of a scene sample: background, clutter, then the objects in order."""
+    size = world.image_size
+    background = sample.background or world.scene_info[sample.scene].background
+    canvas = np.broadcast_to(np.asarray(background, dtype=np.float32), (size, size, 3)).copy()
+    canvas = _draw_clutter(canvas, sample.clutter, size)
+    for obj in sample.objects:
+        alpha = np.asarray(object_mask(obj, world), dtype=np.float32)[..., None] / 255.0  # [H, W, 1]
+        canvas = canvas * (1 - alpha) + _pattern(obj.colour, obj.texture, size) * alpha
     return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8), "RGB")
 
 
-def make_image(seed: int, index: int):
-    """(image, sample) for image `index` of the world drawn with `seed`."""
-    sample = sample_scene(seed, index)
-    return render(sample), sample
+def make_image(seed: int, index: int, world: World = TOY):
+    """(image, sample) for image `index` of `world` drawn with `seed`."""
+    sample = sample_scene(seed, index, world)
+    return render(sample, world), sample

@@ -1,4 +1,4 @@
-"""The toy world's CLIP: the `toy` backbone config with the shipped weights, and image input."""
+"""A toy world's CLIP: its backbone config with the shipped weights, and image input."""
 
 from pathlib import Path
 
@@ -7,20 +7,26 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from ..clip.backbone import ClipBackbone, build_clip
+from .world import TOY, World
 
-CONFIG_NAME = "toy"
 WEIGHTS_PATH = Path(__file__).with_name("toy_clip.pt")
 RECORD_PATH = Path(__file__).with_name("toy_clip.json")
 
 
-def load_toy_clip(path=WEIGHTS_PATH) -> ClipBackbone:
-    """The frozen toy CLIP with the shipped (or given) weights."""
-    if not Path(path).is_file():
+def weights_path(world: World = TOY) -> Path:
+    """Where a world's pretrained CLIP is shipped."""
+    return Path(__file__).with_name(world.weights_file)
+
+
+def load_toy_clip(path=None, world: World = TOY) -> ClipBackbone:
+    """The frozen CLIP of a toy world with the shipped (or given) weights."""
+    path = weights_path(world) if path is None else Path(path)
+    if not path.is_file():
         raise FileNotFoundError(
-            f"no toy CLIP weights at {path}: regenerate them with "
-            "`python -m hiprompt.toyworld.pretrain --out hiprompt/toyworld/toy_clip.pt`"
+            f"no toy CLIP weights at {path}: regenerate them with `python -m hiprompt.toyworld.pretrain "
+            f"--world {world.name} --out hiprompt/toyworld/{world.weights_file}` (see docs/toyworld.md)"
         )
-    return build_clip(CONFIG_NAME, str(path))
+    return build_clip(world.clip_config, str(path))
 
 
 def images_to_tensor(images) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Contrastive (CLIP-style InfoNCE) pretraining of the toy CLIP on generated image-caption pairs.
 
     python -m hiprompt.toyworld.pretrain --out hiprompt/toyworld/toy_clip.pt --seed 0 --steps 2000
+    python -m hiprompt.toyworld.pretrain --world toy80 --out hiprompt/toyworld/toy80_clip.pt ...
 
 Step s uses images s*B ... s*B+B-1 of the world drawn with `seed`, each with its caption,
 so every image is seen once. Weights are saved as a float16 state dict, with a JSON record
@@ -22,18 +23,20 @@ from ..clip.backbone import TINY_CONFIGS
 from ..fileio import atomic_torch_save, atomic_write_json
 from .captions import caption_for
 from .draw import make_image
-from .model import CONFIG_NAME, images_to_tensor
+from .model import images_to_tensor
+from .world import TOY, World
+from .worlds import WORLDS, get_world
 
 WARMUP_FRACTION = 0.05
 
 
-def batch(seed: int, step: int, batch_size: int, tokenizer):
+def batch(seed: int, step: int, batch_size: int, tokenizer, world: World = TOY):
     """(images [B, 3, H, W], tokens [B, L]) of one training step."""
     images, captions = [], []
     for index in range(step * batch_size, (step + 1) * batch_size):
-        image, sample = make_image(seed, index)
+        image, sample = make_image(seed, index, world)
         images.append(image)
-        captions.append(caption_for(sample, seed, index))
+        captions.append(caption_for(sample, seed, index, world))
     return images_to_tensor(images), tokenizer(captions)
 
 
@@ -60,29 +63,31 @@ def parameter_groups(model: CLIP, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int):
-    """Train the toy CLIP; returns (model, losses per step). Leaves torch's global RNG and
-    determinism setting as they were."""
+def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int,
+             world: World = TOY):
+    """Train the world's toy CLIP; returns (model, losses per step). Leaves torch's global
+    RNG and determinism setting as they were."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return _train(seed, steps, batch_size, lr, weight_decay, log_every)
+            return _train(seed, steps, batch_size, lr, weight_decay, log_every, world)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int):
-    model = CLIP(**TINY_CONFIGS[CONFIG_NAME])
+def _train(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int, world: World):
+    model = CLIP(**TINY_CONFIGS[world.clip_config])
     tokenizer = open_clip.get_tokenizer("RN50")
     optimiser = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     losses = []
     model.train()
+    start = time.time()
     for step in range(steps):
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr)
-        images, tokens = batch(seed, step, batch_size, tokenizer)
+        images, tokens = batch(seed, step, batch_size, tokenizer, world)
         loss = contrastive_loss(model, images, tokens)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,7 +97,8 @@ def _train(seed: int, steps: int, batch_size: int, lr: float, weight_decay: floa
         losses.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             window = losses[-log_every:]
-            print(f"step {step + 1}/{steps} loss {sum(window) / len(window):.4f}", flush=True)
+            print(f"step {step + 1}/{steps} loss {sum(window) / len(window):.4f} "
+                  f"({time.time() - start:.0f} s)", flush=True)
     return model.eval(), losses
 
 
@@ -111,6 +117,7 @@ def loss_summary(losses, points: int = 10) -> list:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--world", default=TOY.name, choices=sorted(WORLDS), help="which toy world")
     parser.add_argument("--out", required=True, type=Path, help="weights file (.pt); the record goes to .json beside it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=2000)
@@ -122,14 +129,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
-    model, losses = pretrain(args.seed, args.steps, args.batch_size, args.lr, args.weight_decay, args.log_every)
+    world = get_world(args.world)
+    model, losses = pretrain(args.seed, args.steps, args.batch_size, args.lr, args.weight_decay, args.log_every, world)
     seconds = time.time() - start
     atomic_torch_save(float16_state_dict(model), args.out)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     tail = losses[-max(1, len(losses) // 20):]
     record = {
-        "config": CONFIG_NAME,
-        "config_values": TINY_CONFIGS[CONFIG_NAME],
+        "world": world.name,
+        "config": world.clip_config,
+        "config_values": TINY_CONFIGS[world.clip_config],
         "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "threads": args.threads,
         "final_loss": round(sum(tail) / len(tail), 4), "loss_curve": loss_summary(losses),
