@@ -1,0 +1,137 @@
+"""The `hiprompt` command. `hiprompt tag`: a list of labels and a folder of photos in,
+per-image predictions out (the steps are hiprompt.tag's functions).
+
+    hiprompt tag --labels labels.txt --images PHOTOS/ --out predictions.csv
+    hiprompt tag --prompts prompts.pt --images MORE_PHOTOS/ --out more.jsonl
+
+An error in the settings, the data or the weights is printed as one line (exit status 2).
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, backend_names
+from llm_knowledge.counts import PROFILES
+
+from . import tag
+from .clip import WeightsUnavailableError
+from .data.base import DataLayoutError
+from .fileio import atomic_write_json
+
+
+def _add_tag_parser(commands) -> None:
+    parser = commands.add_parser(
+        "tag", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="tag every image under a folder with your labels",
+        description="Make knowledge for the labels with an LLM (cached), learn hierarchical prompts on it "
+                    "(cached), and score every JPEG, PNG and WebP image under --images; writes CSV or JSON "
+                    "Lines. A rerun with the same --out scores only the images not yet written.",
+    )
+    what = parser.add_argument_group("labels and images")
+    what.add_argument("--labels", help="text file with one label a line (or a built-in set: coco, voc2007, nuswide)")
+    what.add_argument("--images", required=True, help="folder searched recursively for .jpg .jpeg .png .webp")
+    what.add_argument("--out", required=True, help="predictions file: .csv or .jsonl")
+    what.add_argument("--prompts", help="reuse a prompts file (from --export-prompts): no LLM, no training")
+    what.add_argument("--export-prompts", metavar="FILE", help="also copy the learned prompts to FILE")
+    what.add_argument("--knowledge", help="use this knowledge folder (made by llm-knowledge) instead of asking an LLM")
+    llm = parser.add_argument_group("knowledge stage (see llm-knowledge --help)")
+    llm.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(), help="who answers")
+    llm.add_argument("--model", help="model file (.gguf, GGML .bin) or the server's model name")
+    llm.add_argument("--profile", default="paper", choices=sorted(PROFILES), help="how many questions")
+    llm.add_argument("--base-url", help="OpenAI-compatible server (openai back-end)")
+    llm.add_argument("--max-tokens", type=int, help="new tokens per answer (default: llm-knowledge's)")
+    llm.add_argument("--count", action="append", default=[], metavar="NAME=N",
+                     help="override one count of the profile (llm-knowledge --set), repeatable")
+    llm.add_argument("--stages", help="knowledge stages to run (llm-knowledge --stages; default: all)")
+    model = parser.add_argument_group("prompts and backbone")
+    model.add_argument("--backbone", default="RN50", help="open_clip model name, or tiny / toy")
+    model.add_argument("--weights", default="openai",
+                       help="open_clip tag, local checkpoint file, or `packaged` (the toy CLIP)")
+    model.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a training setting of hiprompt/config.py, e.g. --set OPTIM.MAX_EPOCH 5 (repeatable)")
+    decide = parser.add_argument_group("predictions")
+    decide.add_argument("--threshold", type=float, default=tag.DEFAULT_THRESHOLD,
+                        help="a label is predicted when its score (its share of the image) reaches this")
+    decide.add_argument("--calibrate", metavar="CSV",
+                        help="labelled images (`image,labels`, labels joined by |) to fit one threshold per label")
+    decide.add_argument("--top-k", type=int, default=tag.DEFAULT_TOP_K, help="labels listed in top_k")
+    run = parser.add_argument_group("running")
+    run.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    run.add_argument("--workers", type=int, default=2, help="image-reading processes")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hiprompt", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_tag_parser(commands)
+    return parser
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run_tag(args) -> tag.TagReport:
+    if not (0 < args.threshold <= 1):
+        raise ValueError(f"--threshold {args.threshold}: expected a number in (0, 1]")
+    if bool(args.prompts) == bool(args.labels or args.knowledge):
+        raise ValueError("give --labels (or --knowledge) to learn prompts, or --prompts to reuse learned "
+                         "ones (they hold their labels), not both")
+    cfg = tag.tag_config(args.backbone, args.weights, args.set)
+    clip = tag.build_backbone(cfg)  # first: missing weights stop the run before any LLM question
+    prompts = args.prompts
+    if not prompts:
+        knowledge = args.knowledge
+        if not knowledge:
+            extra = [f"--set={count}" for count in args.count]
+            extra += ["--base-url", args.base_url] if args.base_url else []
+            extra += ["--stages", args.stages] if args.stages else []
+            extra += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []
+            # a degenerate LLM grouping falls back to this same backbone's text encoder
+            extra += ["--group-backbone", cfg.MODEL.BACKBONE.NAME, "--group-weights", cfg.MODEL.BACKBONE.WEIGHTS]
+            knowledge = tag.make_knowledge(args.labels, args.backend, args.model, args.profile, extra,
+                                           progress=not args.no_progress)
+        prompts = tag.learn_prompts(knowledge, cfg, clip.identity())
+    logging.info("prompts: %s", prompts)
+    if args.export_prompts:
+        tag.export_prompts(prompts, args.export_prompts)
+        logging.info("exported the prompts to %s", args.export_prompts)
+    tagger = tag.Tagger.load(prompts, clip, cfg, device=_device(args.device))
+    thresholds = [args.threshold] * len(tagger.classnames)
+    if args.calibrate:
+        thresholds, table = tag.calibrate_thresholds(tagger, args.calibrate, args.batch_size, args.workers,
+                                                 args.threshold)
+        logging.info("calibrated thresholds: %s", json.dumps(table))
+        atomic_write_json(f"{args.out}.thresholds.json", table)
+    report = tag.tag_images(tagger, args.images, args.out, thresholds, args.top_k, args.batch_size,
+                            args.workers, progress=not args.no_progress)
+    print(f"{args.out}: {report.scored} images scored now, {report.already_written} already there, "
+          f"{len(report.unreadable)} unreadable (listed in {args.out}.report.json)")
+    return report
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
+    try:
+        run_tag(args)
+    except (DataLayoutError, WeightsUnavailableError, BackendError, FileNotFoundError, ValueError) as error:
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"hiprompt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

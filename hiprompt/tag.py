@@ -1,0 +1,474 @@
+"""The tagger: a list of labels and a folder of photos in, per-image predictions out.
+
+The steps of `hiprompt tag` (hiprompt/cli.py), each callable on its own:
+
+1. `make_knowledge`: the knowledge stage (`llm_knowledge`) for the labels, into
+   `<cache>/tag/knowledge/<key>`; every answer is cached, so a second run asks nothing.
+2. `learn_prompts`: hierarchical prompts trained on that text by the project's trainer, into
+   `<cache>/tag/prompts/<key>`, the key hashing the labels, the knowledge folder's content,
+   the backbone's identity and every setting that shapes the prompts. The result is one
+   checkpoint file, which `--prompts FILE` reuses anywhere (`export_prompts` copies it).
+3. `Tagger.load`: the prompts on the frozen backbone, as class embeddings.
+4. `tag_images`: every image under a folder (`find_images`: recursive; JPEG, PNG, WebP;
+   EXIF orientation applied) scored with global + dense fusion, in batches, written as CSV
+   or JSON Lines (`PredictionFile`). Unreadable images are reported and skipped; a rerun
+   with the same output file scores only the images not yet written.
+5. `calibrate_thresholds`: per-label thresholds from a small labelled CSV.
+
+A label's score is its share of the image: p_c = softmax_c(s · S_c), S the fused score of
+paper Eq. 16 and s the backbone's own logit scale (CLIP's learned temperature, 100 for
+OpenAI's weights), so scores are comparable across backbones and sum to 1 over the labels.
+A label is predicted when p_c reaches its threshold (`DEFAULT_THRESHOLD` unless calibrated).
+"""
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from .checkpoint import checkpoint_path
+from .clip import build_clip
+from .config import get_cfg_default, result_settings, validate_cfg
+from .data.base import MultiLabelImageSet
+from .data.custom import read_custom_csv
+from .data.image_dataset import ImageFeatureDataset
+from .data.transforms import TestTransform
+from .fileio import atomic_write_bytes, atomic_write_json, file_sha256
+from .knowledge import KnowledgeFolder, content_hash
+from .method import PromptedCLIP
+from .paths import cache_root
+from .registry import DATASET_REGISTRY
+from .runtime import BuiltinTrainerX, set_random_seed
+from .trainer import PromptTraining
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# A label is predicted when it holds at least this share of the image's probability (this
+# project; the paper thresholds nothing, it ranks). Calibrate per label for real use.
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_TOP_K = 3  # the paper's F1@3
+PROMPTS_MODEL = "prompt_learner"  # the checkpoint name the trainer saves the prompts under
+TAG_SEED = 1  # the prompts' initialisation and sentence order, so the cache is reproducible
+FIXED_COLUMNS = ("path", "labels", "top_k")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+# -- 1. knowledge ------------------------------------------------------------------------------
+def make_knowledge(labels_spec: str, backend: str, model: str = None, profile: str = "paper",
+                   extra_args=(), cache_dir=None, progress: bool = True) -> Path:
+    """The knowledge folder for the labels in `labels_spec` (a file, one label a line, or a
+    built-in class set), made by `llm_knowledge` with `backend`. Returns its path."""
+    from llm_knowledge.cli import build_parser, config_from_args, read_classes
+    from llm_knowledge.pipeline import run
+
+    classes, _ = read_classes(labels_spec)
+    key = _digest({"labels": classes, "backend": backend, "model": model, "profile": profile,
+                   "extra": list(extra_args)})
+    root = Path(cache_dir) if cache_dir else cache_root()
+    out = root / "tag" / "knowledge" / key
+    argv = ["--classes", labels_spec, "--backend", backend, "--profile", profile, "--out", str(out),
+            "--cache-dir", str(root / "llm"), *extra_args]
+    if model:
+        argv += ["--model", model]
+    if not progress:
+        argv.append("--no-progress")
+    manifest = run(config_from_args(build_parser().parse_args(argv)))
+    log.info("knowledge %s: %d sentences, %d LLM calls", out, sum(manifest["corpus"].values()),
+             manifest["llm_calls"])
+    return out
+
+
+# -- 2. prompts --------------------------------------------------------------------------------
+@DATASET_REGISTRY.register()
+class TagVocabulary:
+    """The tagger's labels as the trainer's class set: the knowledge folder's classes, no images."""
+
+    def __init__(self, cfg):
+        self.classnames = KnowledgeFolder(cfg.DATASET.TEXT.DIR).classnames
+        self.test = None
+
+
+@DATASET_REGISTRY.register()
+class TagKnowledgeText:
+    """The knowledge folder's sentences over the tagger's labels (DATASET.TEXT.KIND, .LABELS)."""
+
+    def __init__(self, cfg, classnames=None):
+        folder = KnowledgeFolder(cfg.DATASET.TEXT.DIR)
+        self.groups = folder.groups
+        self.corpus = folder.corpus(classnames, cfg.DATASET.TEXT.KIND, cfg.DATASET.TEXT.LABELS)
+        self.classnames = self.corpus.classnames
+
+
+class TagTrainer(PromptTraining, BuiltinTrainerX):
+    """The paper's trainer on the built-in runtime, trained on text only (no test set)."""
+
+
+def tag_config(backbone: str = "RN50", weights: str = "openai", overrides=()):
+    """The training settings of the tagger: the project's defaults (hiprompt/config.py), the
+    backbone, then `overrides` ((KEY, VALUE) pairs, as train.py's trailing pairs)."""
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS = backbone, weights
+    cfg.SEED = TAG_SEED
+    cfg.DATASET.NAME, cfg.DATASET.TEXT.NAME = TagVocabulary.__name__, TagKnowledgeText.__name__
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.TEST.NO_TEST = True
+    try:
+        cfg.merge_from_list([item for pair in overrides for item in pair])
+    except (KeyError, AssertionError, ValueError) as error:
+        text = error.args[0] if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"--set: {text} (the keys are documented in hiprompt/config.py)") from None
+    validate_cfg(cfg)
+    return cfg
+
+
+def build_backbone(cfg):
+    backbone = cfg.MODEL.BACKBONE
+    return build_clip(backbone.NAME, backbone.WEIGHTS, activation=backbone.ACTIVATION,
+                      dense_pos_embed=backbone.DENSE_POS_EMBED)
+
+
+def prompts_folder(knowledge_dir, cfg, backbone_identity: str, cache_dir=None) -> Path:
+    """`<cache>/tag/prompts/<key>`: the key hashes the labels, the knowledge folder's
+    content, the backbone's identity and every setting that shapes the prompts."""
+    key = _digest({"labels": KnowledgeFolder(knowledge_dir).classnames, "knowledge": content_hash(knowledge_dir),
+                   "backbone": backbone_identity, "settings": result_settings(cfg)})
+    return (Path(cache_dir) if cache_dir else cache_root()) / "tag" / "prompts" / key
+
+
+def learn_prompts(knowledge_dir, cfg, backbone_identity: str, cache_dir=None) -> Path:
+    """The checkpoint file of prompts learned on `knowledge_dir` with `cfg`: from the cache
+    when there, else trained (an interrupted training resumes after its last epoch)."""
+    cfg = cfg.clone()
+    cfg.DATASET.TEXT.DIR = str(knowledge_dir)
+    cfg.OUTPUT_DIR = str(prompts_folder(knowledge_dir, cfg, backbone_identity, cache_dir))
+    final = checkpoint_path(cfg.OUTPUT_DIR, PROMPTS_MODEL, cfg.OPTIM.MAX_EPOCH)
+    if final.is_file():
+        log.info("learned prompts from the cache: %s", final)
+        return final
+    set_random_seed(cfg.SEED)
+    trainer = TagTrainer(cfg)
+    if trainer.clip.identity() != backbone_identity:
+        raise ValueError(f"the trainer built backbone {trainer.clip.identity()}, expected {backbone_identity}")
+    trainer.train()
+    return final
+
+
+def export_prompts(prompts_file, destination) -> None:
+    """Copy a prompts file (written whole or not at all)."""
+    atomic_write_bytes(destination, Path(prompts_file).read_bytes())
+
+
+# -- 3. the tagger -----------------------------------------------------------------------------
+class Tagger:
+    """Learned prompts on a frozen backbone: images in, per-label scores out."""
+
+    def __init__(self, clip, model: PromptedCLIP, classnames, prompts_sha256: str, device="cpu"):
+        self.clip, self.model, self.classnames = clip.to(device), model.to(device).eval(), list(classnames)
+        self.prompts_sha256, self.device = prompts_sha256, torch.device(device)
+        with torch.no_grad():
+            global_emb, local_emb = self.model.prompts.class_embeddings()
+        self.embeddings = (global_emb.float(), local_emb.float())  # [C, D] each
+        self.logit_scale = float(clip.model.logit_scale.exp())
+        self.transform = TestTransform(size=clip.image_size)
+
+    @classmethod
+    def load(cls, prompts_file, clip, cfg=None, device="cpu") -> "Tagger":
+        """The prompts in `prompts_file` (a checkpoint of `learn_prompts`) on `clip`, which must
+        be the backbone they were learned on. `cfg` supplies the inference settings
+        (LAMBDA_FUSE, TAU_IMAGE); the others come from the file."""
+        path = Path(prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompts file not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{path}: unreadable as a prompts file ({type(error).__name__})") from None
+        run = state.get("run") if isinstance(state, dict) else None
+        needed = {"settings", "backbone", "classes", "groups"}
+        if not isinstance(run, dict) or "state_dict" not in state or not needed <= set(run):
+            raise ValueError(f"{path}: records no backbone, classes and groups: not a prompts file of `hiprompt tag`")
+        if run["backbone"] != clip.identity():
+            raise ValueError(f"{path} was learned on backbone {run['backbone']}, but this run builds "
+                             f"{clip.identity()}: pass the same --backbone and --weights")
+        hp = (cfg or get_cfg_default()).TRAINER.HIPROMPT.clone()
+        for key, value in run["settings"].items():
+            if key.startswith("TRAINER.HIPROMPT."):
+                name = key.rsplit(".", 1)[1]
+                if name not in hp:
+                    raise ValueError(f"{path}: setting {key} is unknown to this version of hiprompt")
+                hp[name] = value
+        model = PromptedCLIP(clip, run["classes"], run["groups"], hp)
+        model.prompts.load_state_dict(state["state_dict"])
+        return cls(clip, model, run["classes"], file_sha256(path), device)
+
+    def image_transform(self):
+        """PIL image -> [3, H, W]: EXIF orientation applied, then the test transform."""
+        return T.Compose([T.Lambda(ImageOps.exif_transpose), self.transform.build()])
+
+    @torch.no_grad()
+    def fused_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] -> S [B, C], paper Eq. 16."""
+        global_feats, dense_feats = self.clip.encode_image_features(images.to(self.device))  # [B, D], [B, P, D]
+        return self.model.image_scores(global_feats.float(), dense_feats.float(), self.embeddings).cpu()
+
+    def probabilities(self, fused: torch.Tensor) -> torch.Tensor:
+        """S [B, C] -> p [B, C] = softmax over the labels of logit_scale · S."""
+        return torch.softmax(self.logit_scale * fused, dim=-1)
+
+    def identity(self) -> dict:
+        hp = self.model.hp
+        return {"prompts_sha256": self.prompts_sha256, "backbone": self.clip.identity(),
+                "labels": self.classnames, "transform": "exif-" + self.transform.key,
+                "LAMBDA_FUSE": hp.LAMBDA_FUSE, "TAU_IMAGE": hp.TAU_IMAGE, "logit_scale": self.logit_scale}
+
+
+# -- 4. images and predictions ------------------------------------------------------------------
+def find_images(folder) -> list:
+    """Every JPEG, PNG and WebP file under `folder` (recursive, by suffix, case-insensitive),
+    as paths relative to `folder`, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in files:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                found.append(Path(root, name).relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def predictions(probabilities: np.ndarray, classnames, thresholds: np.ndarray, top_k: int) -> list:
+    """Per image: (labels at or above their threshold, by score; the top-k labels).
+    probabilities [N, C], thresholds [C]."""
+    result = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")
+        chosen = [classnames[c] for c in order if row[c] >= thresholds[c]]
+        result.append((chosen, [classnames[c] for c in order[:top_k]]))
+    return result
+
+
+class PredictionFile:
+    """The append-only output: CSV (`.csv`) or JSON Lines (`.jsonl`), one image a record,
+    flushed per record. Opening an existing file drops a torn last line (a run killed while
+    writing it) and returns the images already written, so a rerun skips them."""
+
+    def __init__(self, path, classnames):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".csv", ".jsonl"):
+            raise ValueError(f"--out {self.path}: expected a .csv or .jsonl file name")
+        self.format = suffix[1:]
+        self.classnames = list(classnames)
+        clashes = sorted(set(FIXED_COLUMNS) & set(self.classnames))
+        if clashes and self.format == "csv":
+            raise ValueError(f"labels {clashes} clash with the CSV's own columns {FIXED_COLUMNS}: "
+                             "rename them, or write .jsonl")
+
+    @property
+    def header(self) -> list:
+        return [*FIXED_COLUMNS, *self.classnames]
+
+    def written(self) -> set:
+        """The images already in the file (after dropping a torn last line)."""
+        if not self.path.exists():
+            return set()
+        data = self.path.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                        self.path, len(data) - len(complete))
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete))
+        text = complete.decode("utf-8")
+        if self.format == "jsonl":
+            done = set()
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    done.add(json.loads(line)["path"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(f"{self.path}, line {number}: not a prediction record "
+                                     "(expected JSON with a 'path')") from None
+            return done
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows:
+            return set()
+        if rows[0] != self.header:
+            raise ValueError(f"{self.path}, line 1: its columns are not this run's "
+                             f"({len(rows[0])} columns there, {len(self.header)} now): write to another --out")
+        return {row[0] for row in rows[1:] if row}
+
+    def append(self, records) -> None:
+        """records: (path, scores [C], labels, top-k) tuples."""
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            if new and self.format == "csv":
+                writer.writerow(self.header)
+            for path, scores, labels, top in records:
+                values = [float(f"{s:.6g}") for s in scores]
+                if self.format == "csv":
+                    writer.writerow([path, "|".join(labels), "|".join(top), *values])
+                else:
+                    handle.write(json.dumps({"path": path, "scores": dict(zip(self.classnames, values)),
+                                             "labels": labels, "top_k": top}, ensure_ascii=False) + "\n")
+                handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _read_error(path) -> str:
+    """Why PIL cannot read `path` (for the report)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            ImageOps.exif_transpose(image)
+    except Exception as error:  # noqa: BLE001 (any reason is reported, none is raised)
+        return f"{type(error).__name__}: {error}"
+    return "unreadable"
+
+
+@dataclass
+class TagReport:
+    found: int
+    already_written: int
+    scored: int
+    unreadable: list  # [{"path", "error"}]
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"images_found": self.found, "already_written": self.already_written, "scored_now": self.scored,
+                "unreadable": self.unreadable, "seconds": round(self.seconds, 3),
+                "seconds_per_1000_images": round(1000 * self.seconds / self.scored, 1) if self.scored else None}
+
+
+def _check_run(run_file: Path, out: Path, identity: dict) -> None:
+    """Refuse to resume an output written with other prompts, backbone or decision settings."""
+    if run_file.is_file():
+        before = json.loads(run_file.read_text(encoding="utf-8"))
+        differences = [k for k in sorted(set(before) | set(identity)) if before.get(k) != identity.get(k)]
+        if differences:
+            raise ValueError(f"{out} was written by a run with other {', '.join(differences)} "
+                             f"(see {run_file}): write to another --out, or delete both files to start again")
+    elif out.exists() and out.stat().st_size > 0:
+        raise ValueError(f"{out} exists but has no {run_file.name}: it was not written by `hiprompt tag`; "
+                         "choose another --out")
+    atomic_write_json(run_file, identity)
+
+
+def tag_images(tagger: Tagger, image_dir, out, thresholds=None, top_k: int = DEFAULT_TOP_K,
+               batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> TagReport:
+    """Score every image under `image_dir` into `out` (see `PredictionFile`), skipping those
+    already there. Writes `<out>.run.json` (what the scores depend on; a resume must match it)
+    and `<out>.report.json` (counts, unreadable images with the reason, time). The paths
+    written are relative to `image_dir`."""
+    started = time.time()
+    image_dir, out = Path(image_dir), Path(out)
+    classnames = tagger.classnames
+    thresholds = np.full(len(classnames), DEFAULT_THRESHOLD) if thresholds is None else np.asarray(thresholds)
+    if top_k < 1:
+        raise ValueError(f"--top-k {top_k}: expected 1 or more")
+    if thresholds.shape != (len(classnames),):
+        raise ValueError(f"{thresholds.shape[0]} thresholds for {len(classnames)} labels")
+    images = find_images(image_dir)
+    output = PredictionFile(out, classnames)
+    identity = {**tagger.identity(), "images": str(image_dir.resolve()),
+                "thresholds": [float(t) for t in thresholds], "top_k": top_k}
+    _check_run(Path(f"{out}.run.json"), out, identity)
+    done = output.written()
+    todo = [p for p in images if p not in done]
+    unreadable = []
+    if todo:
+        paths = [str(image_dir / p) for p in todo]
+        image_set = MultiLabelImageSet(name=str(image_dir), classnames=[], image_paths=paths,
+                                       labels=np.zeros((len(todo), 0)))  # no labels: [N, 0]
+        loader = DataLoader(ImageFeatureDataset(image_set, tagger.image_transform()), batch_size=batch_size,
+                            num_workers=num_workers)
+        with tqdm(total=len(images), initial=len(images) - len(todo), unit="img", desc="tagging",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for batch, indices, ok in loader:  # [B, 3, H, W], [B], [B]
+                for i in indices[~ok].tolist():
+                    unreadable.append({"path": todo[i], "error": _read_error(image_set.image_paths[i])})
+                if ok.any():
+                    probs = tagger.probabilities(tagger.fused_scores(batch[ok])).numpy()  # [B', C]
+                    names = [todo[i] for i in indices[ok].tolist()]
+                    chosen = predictions(probs, classnames, thresholds, top_k)
+                    output.append([(n, p, labels, top) for n, p, (labels, top) in zip(names, probs, chosen)])
+                bar.update(len(indices))
+    elif not images:
+        log.warning("no JPEG, PNG or WebP image under %s", image_dir)
+    if not out.exists():
+        output.append([])  # a run that scored nothing still leaves a (header-only) file
+    report = TagReport(len(images), len(images) - len(todo), len(todo) - len(unreadable), unreadable,
+                       time.time() - started)
+    atomic_write_json(f"{out}.report.json", report.as_dict())
+    return report
+
+
+# -- 5. thresholds -----------------------------------------------------------------------------
+def best_f1_threshold(scores: np.ndarray, positive: np.ndarray):
+    """(threshold, F1): the threshold t maximising the F1 of `scores >= t` against `positive`
+    (both [N]); t lies halfway between the lowest score predicted positive and the next one
+    below it (or at that score when none is below). Ties keep the higher threshold."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order].astype(float)
+    true_pos = np.cumsum(hits)  # predicting the top j+1 images positive
+    f1 = 2 * true_pos / (np.arange(1, len(ranked) + 1) + hits.sum())
+    # only cut between distinct scores: a threshold cannot split tied images
+    cuts = np.flatnonzero(np.append(ranked[1:] < ranked[:-1], True))
+    best = cuts[np.argmax(f1[cuts])]
+    threshold = ranked[best] if best + 1 == len(ranked) else (ranked[best] + ranked[best + 1]) / 2
+    return float(threshold), float(f1[best])
+
+
+def calibrate_thresholds(tagger: Tagger, labelled_csv, batch_size: int = 32, num_workers: int = 0,
+                         default: float = DEFAULT_THRESHOLD):
+    """Per-label thresholds from a CSV of `image,labels` (hiprompt/data/custom.py's format; the
+    labels joined by `|`, each one of the tagger's). A label needs a positive and a negative
+    image there; others keep `default`. Returns (thresholds [C], table for the log)."""
+    image_set = read_custom_csv(labelled_csv)
+    unknown = sorted(set(image_set.classnames) - set(tagger.classnames))
+    if unknown:
+        raise ValueError(f"{labelled_csv}: labels {unknown} are not among the tagger's labels {tagger.classnames}")
+    loader = DataLoader(ImageFeatureDataset(image_set, tagger.image_transform()), batch_size=batch_size,
+                        num_workers=num_workers)
+    probs, rows = [], []
+    for batch, indices, ok in loader:
+        if ok.any():
+            probs.append(tagger.probabilities(tagger.fused_scores(batch[ok])).numpy())
+            rows.extend(indices[ok].tolist())
+    if not rows:
+        raise ValueError(f"{labelled_csv}: none of its images could be read")
+    probs = np.concatenate(probs)  # [N, C]
+    truth = np.zeros_like(probs)
+    columns = [tagger.classnames.index(c) for c in image_set.classnames]
+    truth[:, columns] = image_set.labels[rows]
+    thresholds, table = np.full(len(tagger.classnames), default), {}
+    for c, name in enumerate(tagger.classnames):
+        positives = int(truth[:, c].sum())
+        if 0 < positives < len(rows):
+            thresholds[c], f1 = best_f1_threshold(probs[:, c], truth[:, c])
+            table[name] = {"threshold": float(thresholds[c]), "f1": round(f1, 4), "positives": positives}
+        else:
+            table[name] = {"threshold": default, "f1": None, "positives": positives,
+                           "note": "default: calibration needs a positive and a negative image"}
+    return thresholds, table
+

