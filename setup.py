@@ -35,7 +35,9 @@ setup(
             "scikit-learn>=1.2",  # an independent average precision for the metric tests
             "sentencepiece>=0.1.99",  # chatglm-cpp's converter, used to write a tiny test model
             "transformers>=4.40",
+            "matplotlib>=3.5",  # the table scripts' pictures (scripts/tables/)
         ],
+        "tables": ["matplotlib>=3.5"],  # scripts/tables/: the tables' and figures' PNGs
     },
-    entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main"]},
+    entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main", "hiprompt=hiprompt.cli:main"]},
 )

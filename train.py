@@ -20,7 +20,10 @@ from pathlib import Path
 import yaml
 
 import datasets  # noqa: F401  (registers the data-set plug-ins)
-import trainers.hierarchical_coop  # noqa: F401  (registers the trainers)
+import trainers.coop  # noqa: F401  (registers the trainers)
+import trainers.dualcoop  # noqa: F401
+import trainers.hierarchical_coop  # noqa: F401
+import trainers.taidpt  # noqa: F401
 import trainers.zeroshot_clip  # noqa: F401
 from hiprompt.clip import WeightsUnavailableError
 from hiprompt.config import ConfigError, extend_cfg, get_cfg_default, validate_cfg
@@ -35,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="", help="run folder (OUTPUT_DIR)")
     parser.add_argument("--resume", default="", help="run folder to resume from (RESUME)")
     parser.add_argument("--seed", type=int, default=-1, help="random seed; < 0 for none")
-    parser.add_argument("--trainer", default="", help="registered trainer: HierarchicalCoOp, ZeroshotCLIP")
+    parser.add_argument("--trainer", default="", help="registered trainer: HierarchicalCoOp, ZeroshotCLIP, CoOp, TaIDPT, DualCoOp")
     parser.add_argument("--backbone", default="", help="backbone name (MODEL.BACKBONE.NAME)")
     parser.add_argument("--weights", default="", help="open_clip tag or local checkpoint (MODEL.BACKBONE.WEIGHTS)")
     parser.add_argument("--dataset-config-file", default="", help="configs/datasets/<name>.yaml")

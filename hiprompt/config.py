@@ -17,7 +17,7 @@ from yacs.config import CfgNode as CN
 from .clip.backbone import ACTIVATIONS
 from .knowledge import KINDS, LABEL_POLICIES
 from .losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
-from .prompt_learner import LEARNED_NAMES
+from .prompt_learner import LEARNED_NAMES, PROMPT_ENCODINGS
 
 # OpenAI CLIP's input normalisation.
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -95,6 +95,14 @@ def extend_cfg(cfg: CN) -> CN:
     # position before its value/output projections (DualCoOp) or not (TaI-DPT's dense forward)
     cfg.MODEL.BACKBONE.DENSE_POS_EMBED = True
     cfg.TEST.EVALUATOR = "MultiLabelEvaluator"  # (Dassl's default is single-label `Classification`)
+    # Metric conventions (hiprompt/metrics.py): hiprompt (mAP over classes with a positive, tied
+    # scores one threshold; CP/CR/CF1 and OP/OR/OF1 on the top-3) | peer (TaI-DPT's and
+    # DualCoOp's code: every class in mAP, ties ranked by order; CP/CR/CF1, OP/OR/OF1 at TEST.THRESHOLD)
+    cfg.TEST.METRICS = "hiprompt"
+    cfg.TEST.THRESHOLD = 0.5  # peer metrics: a score above it is a prediction (DualCoOp: 0.5 on probabilities)
+    # also write <OUTPUT_DIR>/scores_<split>.npz: every evaluated image's class scores and labels
+    # (as TaI-DPT's TEST.SAVE_PREDS; scripts/tables/figure5.py reads them)
+    cfg.TEST.SAVE_SCORES = False
     # The trainers build their own scheduler: Dassl's default `single_step` (STEPSIZE (-1,)) is
     # not one of theirs, so this project's schedule is the default on Dassl too.
     ours = _base_defaults().OPTIM
@@ -110,6 +118,11 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.ALLOW_MISSING_IMAGES = False  # evaluate only the listed images present on disk
     cfg.DATASET.CSV = ""  # CustomMultiLabel: CSV of `image,labels` (labels joined by |)
     cfg.DATASET.CLASSNAMES_FILE = ""  # CustomMultiLabel: optional class list, one per line
+    # Training images (DualCoOp as published; the method itself never reads them): the split
+    # of the same data set (COCO: train2014 | train2017) or, for CustomMultiLabel, a CSV of
+    # `image,labels` under DATASET.ROOT. "" = none.
+    cfg.DATASET.TRAIN_SPLIT = ""
+    cfg.DATASET.TRAIN_CSV = ""
 
     # The text-only training set made by `llm_knowledge`.
     cfg.DATASET.TEXT = CN()
@@ -120,6 +133,11 @@ def extend_cfg(cfg: CN) -> CN:
     # about plus those named, as TaI-DPT labels captions by the names they contain)
     cfg.DATASET.TEXT.LABELS = "both"
     cfg.DATASET.TEXT.HOLDOUT = 0.0  # fraction of sentences kept out of training for a text-side check
+    # Disk for the stored per-token description features (hiprompt/text_features.py, about
+    # N x mean tokens x D x 2 bytes); a corpus whose store would be larger is encoded batch by
+    # batch during training instead, with the same losses. 0 = always on the fly (this project:
+    # room for the paper's COCO corpus on RN50, 1.5M sentences x ~15 tokens x 1024 x 2 B ≈ 46 GB)
+    cfg.DATASET.TEXT.FEATURE_BUDGET_GB = 64.0
 
     cfg.CACHE_DIR = ""  # feature caches; "" = $HIPROMPT_CACHE or ~/.cache/hiprompt
 
@@ -152,7 +170,29 @@ def extend_cfg(cfg: CN) -> CN:
     # softmax temperature over image positions (TaI-DPT: 1/40 for COCO and VOC2007;
     # configs/datasets/nuswide.yaml sets its 1/4)
     hp.TAU_IMAGE = 0.025
-    hp.PREC = "fp32"  # fp32 | bf16 (autocast, CUDA only) (fp32: TaI-DPT)
+    # fp32 | bf16: the prompt encoder under bf16 autocast on CUDA, fp32 master weights and
+    # losses; ignored on the CPU (fp32: TaI-DPT)
+    hp.PREC = "fp32"
+    # tree | truncated | full: how class prompts are encoded, all exact (tests/test_prompt_tree.py);
+    # tree is the fastest (this project, measured: README "Training speed and memory")
+    hp.PROMPT_ENCODING = "tree"
+
+    # DualCoOp (hiprompt/dualcoop.py); defaults from its code (utils/build_cfg.py, opts.py,
+    # models/dualcoop.py, utils/asymmetric_loss.py)
+    dc = cfg.TRAINER.DUALCOOP = CN()
+    # images: as published, on the training images with partial labels (cached features of the
+    # frozen image tower) | text: on the knowledge folder's sentences (the data-free setting)
+    dc.TRAIN_DATA = "images"
+    dc.N_CTX = 16  # context tokens of each of the positive and negative prompts (DualCoOp)
+    dc.CSC = False  # class-specific contexts (DualCoOp's --csc; off by default)
+    dc.CTX_STD = 0.02  # random initialisation (DualCoOp)
+    dc.LABEL_PORTION = 1.0  # fraction of each image's labels kept, the rest hidden (DualCoOp's -pp)
+    dc.SPATIAL_SCALE = 20.0  # scale of cosines in the region softmax and logits (DualCoOp: 20)
+    dc.SCALE = 5.0  # scale of the aggregated logits (DualCoOp: 5)
+    dc.GAMMA_NEG = 2.0  # asymmetric loss focusing of negatives (DualCoOp: 2)
+    dc.GAMMA_POS = 1.0  # ... of positives (DualCoOp: 1)
+    dc.CLIP = 0.05  # probability shift of negatives (DualCoOp: 0.05)
+    dc.LOSS_WEIGHT = 1.0  # factor on the summed loss (DualCoOp's --loss_w; its README: 0.03 at -pp 0.5)
     return cfg
 
 
@@ -253,6 +293,22 @@ RULES = {
     "TRAINER.HIPROMPT.TAU_TEXT": _number(0, low_open=True),
     "TRAINER.HIPROMPT.TAU_IMAGE": _number(0, low_open=True),
     "TRAINER.HIPROMPT.PREC": _choice("fp32", "bf16"),
+    "TRAINER.HIPROMPT.PROMPT_ENCODING": _choice(*PROMPT_ENCODINGS),
+    "DATASET.TEXT.FEATURE_BUDGET_GB": _number(0),
+    "TEST.METRICS": _choice("hiprompt", "peer"),
+    "TEST.THRESHOLD": _number(),
+    "TEST.SAVE_SCORES": _choice(True, False),
+    "TRAINER.DUALCOOP.TRAIN_DATA": _choice("images", "text"),
+    "TRAINER.DUALCOOP.N_CTX": _number(1, integer=True),
+    "TRAINER.DUALCOOP.CSC": _choice(True, False),
+    "TRAINER.DUALCOOP.CTX_STD": _number(0),
+    "TRAINER.DUALCOOP.LABEL_PORTION": _number(0, 1, low_open=True),
+    "TRAINER.DUALCOOP.SPATIAL_SCALE": _number(0, low_open=True),
+    "TRAINER.DUALCOOP.SCALE": _number(0, low_open=True),
+    "TRAINER.DUALCOOP.GAMMA_NEG": _number(0),
+    "TRAINER.DUALCOOP.GAMMA_POS": _number(0),
+    "TRAINER.DUALCOOP.CLIP": _number(0, 1),
+    "TRAINER.DUALCOOP.LOSS_WEIGHT": _number(0, low_open=True),
 }
 
 
@@ -285,7 +341,8 @@ def validate_cfg(cfg: CN) -> None:
 RESUME_NEUTRAL = (
     # where a run is written, how it is logged and computed
     "OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CACHE_DIR", "DATALOADER.NUM_WORKERS",
-    "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+    "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "DATASET.TEXT.FEATURE_BUDGET_GB",
+    "TRAINER.HIPROMPT.PROMPT_ENCODING",
     # the evaluation on images (the test set's classes are compared on their own)
     "TEST.", "INPUT.", "DATALOADER.TEST.", "DATASET.ROOT", "DATASET.NAME", "DATASET.TEST_SPLIT",
     "DATASET.KEEP_UNANNOTATED", "DATASET.VOC_DIFFICULT", "DATASET.ALLOW_MISSING_IMAGES",
@@ -294,6 +351,9 @@ RESUME_NEUTRAL = (
     # compared by content instead: the knowledge folder's hash, the backbone's identity
     # (architecture, weights digest, activation)
     "DATASET.TEXT.DIR", "MODEL.BACKBONE.NAME", "MODEL.BACKBONE.WEIGHTS", "MODEL.BACKBONE.ACTIVATION",
+    # read by DualCoOp only, which compares them itself (training images by their list and
+    # labels; hiprompt/dualcoop_training.py), so other trainers' runs do not depend on them
+    "DATASET.TRAIN_SPLIT", "DATASET.TRAIN_CSV", "TRAINER.DUALCOOP.",
 )
 
 

@@ -2,9 +2,12 @@
 
 `evaluate()` prints a table and writes `<cfg.OUTPUT_DIR>/results_<split>.json` atomically:
 the headline metrics, per-class AP by class name, the counts behind them, and the images
-that could not be read (left out of the metrics).
+that could not be read (left out of the metrics). `TEST.METRICS peer` replaces mAP and
+CP/CR/CF1/OP/OR/OF1 by the peers' conventions (`hiprompt.metrics.peer_metrics`); the top-k
+metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
 """
 
+import io
 import os
 from collections import OrderedDict
 from typing import Optional
@@ -13,8 +16,8 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from hiprompt.fileio import atomic_write_json
-from hiprompt.metrics import multilabel_metrics
+from hiprompt.fileio import atomic_write_bytes, atomic_write_json
+from hiprompt.metrics import multilabel_metrics, peer_metrics
 from hiprompt.registry import EVALUATOR_REGISTRY
 
 
@@ -29,11 +32,19 @@ class MultiLabelEvaluator:
         self.output_dir = cfg.OUTPUT_DIR
         self.split = split
         self.topk = topk
+        test = cfg.get("TEST") or {}  # a bare config (no TEST node) gets the project's conventions
+        self.convention = test.get("METRICS", "hiprompt")
+        self.threshold = test.get("THRESHOLD", 0.5)
+        self.save_scores = test.get("SAVE_SCORES", False)
         self.reset()
 
     @property
     def results_path(self) -> str:
         return os.path.join(self.output_dir, f"results_{self.split}.json")
+
+    @property
+    def scores_path(self) -> str:
+        return os.path.join(self.output_dir, f"scores_{self.split}.npz")
 
     def reset(self):
         self._scores, self._labels, self._ignore = [], [], []
@@ -61,8 +72,15 @@ class MultiLabelEvaluator:
         if len(classnames) != scores.shape[1]:
             raise ValueError(f"{len(classnames)} class names for {scores.shape[1]} score columns")
 
+        if self.save_scores:  # scores [N, C] float32, labels [N, C], in the order of the readable images
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, scores=scores.astype(np.float32), labels=labels, ignore=ignore,
+                                classnames=np.array(classnames))
+            atomic_write_bytes(self.scores_path, buffer.getvalue())
         metrics = multilabel_metrics(scores, labels, ignore=ignore, topk=self.topk)
         per_class = metrics.pop("per_class_AP")
+        if self.convention == "peer":  # mAP and the thresholded metrics by TaI-DPT's / DualCoOp's code
+            metrics.update(peer_metrics(scores, labels, ignore=ignore, threshold=self.threshold))
         results = OrderedDict(
             (name, value) for name, value in metrics.items() if name not in ("num_images", "num_classes_evaluated")
         )  # mAP first: Dassl takes the first value as the run's result
@@ -74,6 +92,8 @@ class MultiLabelEvaluator:
             {
                 "split": self.split,
                 "topk": self.topk,
+                "metric_convention": self.convention,
+                "threshold": self.threshold if self.convention == "peer" else None,
                 "num_images": metrics["num_images"],
                 "num_classes_evaluated": metrics["num_classes_evaluated"],
                 "unreadable_images": {"count": len(unreadable), "paths": [str(p) for p in unreadable]},

@@ -54,3 +54,27 @@ def order_loss(learned: torch.Tensor, handcrafted: torch.Tensor, temperature: fl
     log_hand = class_similarity_distribution(handcrafted, temperature).detach()  # [C, C]
     log_p, log_q = (log_learned, log_hand) if direction == "learned_to_hand" else (log_hand, log_learned)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+
+
+def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float = 2.0,
+                    gamma_pos: float = 1.0, clip: float = 0.05, eps: float = 1e-6) -> torch.Tensor:
+    """DualCoOp's asymmetric loss on (negative, positive) logit pairs, summed over entries.
+
+    logits: [B, 2, C], index 0 the negative prompt's logit, 1 the positive's; targets: [B, C]
+    with 1 = positive, 0 = negative, -1 = unknown (a hidden partial label, left out).
+    p = softmax over the pair; p_neg is shifted up by `clip` (capped at 1); the loss of an
+    entry is -[y log p_pos + (1 - y) log p_neg] · (1 - p_t)^γ with γ = `gamma_pos` for a
+    positive and `gamma_neg` for a negative and p_t the probability of the true side; the
+    focusing weight carries no gradient (DualCoOp's `AsymmetricLoss`, its defaults γ- = 2,
+    γ+ = 1, clip 0.05, eps 1e-6).
+    """
+    probs = torch.softmax(logits, dim=1)  # [B, 2, C]
+    known = targets != -1  # [B, C]
+    p_pos, p_neg, y = probs[:, 1][known], probs[:, 0][known], targets[known].float()  # [K] each
+    if clip > 0:
+        p_neg = (p_neg + clip).clamp(max=1)
+    loss = y * torch.log(p_pos.clamp(min=eps)) + (1 - y) * torch.log(p_neg.clamp(min=eps))
+    with torch.no_grad():
+        p_true = p_pos * y + p_neg * (1 - y)
+        weight = torch.pow(1 - p_true, gamma_pos * y + gamma_neg * (1 - y))
+    return -(loss * weight).sum()

@@ -14,6 +14,16 @@
 An `ignore` mask [N, C] removes entries from every metric: from the class's ranking for AP,
 and from the candidates for the top-k predictions (neither predicted nor ground truth).
 Ties in top-k selection are broken by class order.
+
+`peer_metrics` computes the same names by the conventions of TaI-DPT's and DualCoOp's code,
+for comparing with their published numbers (README, "Comparing with TaI-DPT and DualCoOp"):
+- mAP: every class counts, one without a positive as AP 0; each class's images are ranked
+  by `np.argsort(scores)[::-1]`, so tied scores are ranked by their order, not pooled;
+  AP = Σ over positives of precision at its rank / (#positives + 1e-8).
+- CP/CR/CF1, OP/OR/OF1: a prediction is a score above a threshold (DualCoOp: 0.5 on
+  probabilities), not the top 3; per class P = TP/(TP+FP), R = TP/(TP+FN), F1 their harmonic
+  mean, each 0 for a class without a true positive; CP, CR and CF1 are the means over all
+  classes (CF1 a mean of per-class F1); OP/OR from the pooled counts, OF1 their harmonic mean.
 """
 
 import warnings
@@ -114,3 +124,37 @@ def multilabel_metrics(
     result["num_classes_evaluated"] = len(evaluated)
     result["per_class_AP"] = [None if ap is None else 100.0 * ap for ap in per_class_ap]
     return result
+
+
+def peer_average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """AP as TaI-DPT's and DualCoOp's `average_precision` computes it (see the module docstring)."""
+    order = np.argsort(scores)[::-1]
+    hits = positives[order].astype(bool)  # [N]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hit.sum() / (hits.sum() + 1e-8))
+
+
+def peer_metrics(scores, labels, ignore: Optional[np.ndarray] = None, threshold: float = 0.5) -> dict:
+    """`mAP`, `CP`, `CR`, `CF1`, `OP`, `OR`, `OF1` in percent by the peers' conventions (module
+    docstring); `ignore` [N, C] removes entries as in `multilabel_metrics`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must both be [N, C]")
+    evaluable = np.ones(scores.shape, dtype=bool) if ignore is None else ~np.asarray(ignore, dtype=bool)
+    truth = (labels == 1) & evaluable  # [N, C]
+    num_classes = scores.shape[1]
+    ap = [peer_average_precision(scores[evaluable[:, c], c], truth[evaluable[:, c], c]) for c in range(num_classes)]
+    predicted = (scores > threshold) & evaluable  # [N, C]
+    tp = (predicted & truth).sum(axis=0).astype(np.float64)  # [C]
+    fp = (predicted & ~truth & evaluable).sum(axis=0)
+    fn = (~predicted & truth).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_c = np.where(tp > 0, tp / (tp + fp), 0.0)
+        r_c = np.where(tp > 0, tp / (tp + fn), 0.0)
+        f_c = np.where(tp > 0, 2 * p_c * r_c / (p_c + r_c), 0.0)
+    op = tp.sum() / (tp.sum() + fp.sum()) if tp.sum() + fp.sum() else 0.0
+    o_r = tp.sum() / (tp.sum() + fn.sum()) if tp.sum() + fn.sum() else 0.0
+    percent = {"mAP": float(np.mean(ap)), "CP": float(p_c.mean()), "CR": float(r_c.mean()),
+               "CF1": float(f_c.mean()), "OP": op, "OR": o_r, "OF1": _harmonic(op, o_r)}
+    return {name: 100.0 * value for name, value in percent.items()}

@@ -2,7 +2,8 @@
 
 Data: the image test set named by `DATASET.NAME` and, for learned prompts, the text corpus
 of the knowledge folder `DATASET.TEXT.DIR`. Frozen features (descriptions, images) are
-computed once and cached; a training step encodes only the prompts.
+computed once and cached (descriptions over DATASET.TEXT.FEATURE_BUDGET_GB: per batch); a
+training step encodes only the prompts.
 """
 
 import json
@@ -65,7 +66,8 @@ class PromptTraining:
         return Path(self.cfg.CACHE_DIR) if self.cfg.CACHE_DIR else cache_root()
 
     # -- data -----------------------------------------------------------------------------
-    def build_data_loader(self):
+    def read_test_vocabulary(self):
+        """The test set named by DATASET.NAME and its class names; no loader yet."""
         cfg = self.cfg
         if not cfg.DATASET.NAME:
             raise ValueError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml")
@@ -77,6 +79,10 @@ class PromptTraining:
         self.val_loader = self.test_loader = None
         self.text_set = None
         self.train_loader_x = None
+
+    def build_data_loader(self):
+        cfg = self.cfg
+        self.read_test_vocabulary()
         if cfg.DATASET.TEXT.DIR:
             check_class_count(self.classnames, f"the test set {cfg.DATASET.NAME} (DATASET.NAME)")
             text_set = lookup(DATASET_REGISTRY, cfg.DATASET.TEXT.NAME, "DATASET.TEXT.NAME")
@@ -115,12 +121,20 @@ class PromptTraining:
         enabled = self.cfg.TRAINER.HIPROMPT.PREC == "bf16" and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def prompt_embeddings(self):
+        """(global [C, D], local [C, D]) float32: the prompt encoder under the PREC autocast,
+        the learned context (master weights) staying float32."""
+        with self._autocast():
+            global_emb, local_emb = self.model.prompts.class_embeddings()
+        return global_emb.float(), local_emb.float()
+
     def description_features(self):
+        """The corpus's description features (hiprompt/text_features.py): a memory-mapped
+        store, or encoding per batch when the store would exceed DATASET.TEXT.FEATURE_BUDGET_GB."""
         if self.text_feats is None:
-            feats = text_features(self.clip, self.text_set.corpus.texts, self.cache_dir,
-                                  device=self.device)
-            self.text_feats = type(feats)(feats.eot.to(self.device), feats.tokens.to(self.device),
-                                          feats.mask.to(self.device))
+            budget = self.cfg.DATASET.TEXT.FEATURE_BUDGET_GB * 1e9
+            self.text_feats = text_features(self.clip, self.text_set.corpus.texts, self.cache_dir,
+                                            budget_bytes=budget, device=self.device)
         return self.text_feats
 
     # -- training -------------------------------------------------------------------------
@@ -169,14 +183,12 @@ class PromptTraining:
 
     def parse_batch_train(self, batch):
         index, labels = batch
-        feats = self.description_features()
-        index = index.to(self.device)
-        return (feats.eot[index], feats.tokens[index].float(), feats.mask[index]), labels.to(self.device)
+        eot, tokens, mask = self.description_features().batch(index)  # [B, D], [B, T, D], [B, T]
+        return (eot.to(self.device), tokens.to(self.device), mask.to(self.device)), labels.to(self.device)
 
     def forward_backward(self, batch):
         (eot, tokens, mask), labels = self.parse_batch_train(batch)
-        with self._autocast():
-            loss, parts = self.model.text_loss(eot, tokens, mask, labels)
+        loss, parts = self.model.text_loss(eot, tokens, mask, labels, self.prompt_embeddings())
         self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
@@ -186,9 +198,7 @@ class PromptTraining:
     @torch.no_grad()
     def class_embeddings(self):
         self.model.eval()
-        with self._autocast():
-            global_emb, local_emb = self.model.prompts.class_embeddings()
-        return global_emb.float(), local_emb.float()
+        return self.prompt_embeddings()
 
     @torch.no_grad()
     def evaluate_text(self, index=None):
@@ -196,14 +206,14 @@ class PromptTraining:
         index = self.holdout_index if index is None else index
         if len(index) == 0:
             raise ValueError("no held-out sentences: set DATASET.TEXT.HOLDOUT > 0")
-        feats = self.description_features()
         embeddings = self.class_embeddings()
-        index = index.to(self.device)
-        score_g, score_l = self.model.text_scores(feats.eot[index], feats.tokens[index].float(),
-                                                  feats.mask[index], embeddings)
-        scores = fuse(score_g, score_l, self.model.hp.LAMBDA_FUSE)
+        scores = []
+        for eot, tokens, mask in self.description_features().batches(index):
+            score_g, score_l = self.model.text_scores(eot.to(self.device), tokens.to(self.device),
+                                                      mask.to(self.device), embeddings)
+            scores.append(fuse(score_g, score_l, self.model.hp.LAMBDA_FUSE).cpu())
         labels = self.text_set.corpus.labels[index.cpu().numpy()]
-        return multilabel_metrics(scores.cpu().numpy(), labels)
+        return multilabel_metrics(torch.cat(scores).numpy(), labels)
 
     @torch.no_grad()
     def test(self, split=None):

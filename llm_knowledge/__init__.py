@@ -15,7 +15,9 @@ mentions (`labelling.Labeller`, shared with the trainer) and writes, atomically:
     OUT/synonyms.json    {cls: [synonym, ...]} used for labelling
     OUT/manifest.json    back-end identity, profile, counts, stages, per-question stats, time
 
-Every prompt and raw answer is kept in an append-only cache (`cache.AnswerCache`).
+Short list answers are topped up with seeded sampling, and a degenerate grouping is
+re-asked and otherwise made from text embeddings (`grouping`). Every prompt and raw answer
+is kept in an append-only cache (`cache.AnswerCache`).
 """
 
 from llm_knowledge.labelling import Labeller

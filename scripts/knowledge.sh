@@ -19,11 +19,14 @@ case $DATASET in
     coco|coco2017) CLASSES=coco ;;
     voc2007) CLASSES=voc2007 ;;
     nuswide) CLASSES=nuswide ;;
-    toy) CLASSES=${DATA:-data/toy}/classnames.txt ;;
+    toy|toy80) CLASSES=${DATA:-data/$DATASET}/classnames.txt ;;
     *) echo "error: no class set for dataset '$DATASET'" >&2; exit 2 ;;
 esac
-if [[ $DATASET == toy ]]; then
+if [[ $DATASET == toy || $DATASET == toy80 ]]; then
     BACKEND=${HIPROMPT_LLM_BACKEND:-toy-oracle}
+    if [[ $DATASET == toy80 && $BACKEND == toy-oracle ]]; then  # the oracle's world (and mistakes)
+        HIPROMPT_LLM_MODEL=${HIPROMPT_LLM_MODEL:-toy80}
+    fi
     PROFILE=${HIPROMPT_LLM_PROFILE:-small}
 elif [[ -n ${HIPROMPT_LLM_BACKEND:-} ]]; then
     BACKEND=$HIPROMPT_LLM_BACKEND
@@ -43,4 +46,7 @@ fi
 ARGS=(--classes "$CLASSES" --backend "$BACKEND" --profile "$PROFILE" --out "$OUT")
 if [[ -n ${HIPROMPT_LLM_MODEL:-} ]]; then ARGS+=(--model "$HIPROMPT_LLM_MODEL"); fi
 if [[ -n ${HIPROMPT_LLM_BASE_URL:-} ]]; then ARGS+=(--base-url "$HIPROMPT_LLM_BASE_URL"); fi
+# The grouping fallback's text encoder: the toy world's CLIP, else the run's weights.
+if [[ $DATASET == toy || $DATASET == toy80 ]]; then ARGS+=(--group-backbone "$DATASET" --group-weights packaged)
+elif [[ -n ${HIPROMPT_WEIGHTS:-} ]]; then ARGS+=(--group-weights "$HIPROMPT_WEIGHTS"); fi
 python -m llm_knowledge "${ARGS[@]}"

@@ -4,8 +4,8 @@
 #   bash scripts/main.sh DATASET BACKBONE NCTX [KEY VALUE ...]
 #   bash scripts/main.sh coco rn50 32          # the paper's main result
 #
-# DATASET: coco | coco2017 | voc2007 | nuswide | toy   BACKBONE: a file under
-# configs/trainers/HierarchicalCoOp/ (rn50, tiny, toy)   NCTX: context tokens in all,
+# DATASET: coco | coco2017 | voc2007 | nuswide | toy | toy80   BACKBONE: a file under
+# configs/trainers/HierarchicalCoOp/ (rn50, tiny, toy, toy80)   NCTX: context tokens in all,
 # split S/P-S#1/P-S#2/C-S as N/2, N/4, N/8, rest (32 -> 16/8/4/4) unless COMPOSITION=S,P1,P2,C.
 # Trailing KEY VALUE pairs override the config (and name the run), e.g.
 #   bash scripts/main.sh coco rn50 32 TRAINER.HIPROMPT.ORDER_LOSS False
@@ -40,9 +40,9 @@ for f in "$DATASET_CFG" "$TRAINER_CFG"; do
 done
 source scripts/common.sh
 
-if [[ $DATASET == toy && ! -f $DATA/labels.csv ]]; then
-    # The toy world's held-out images are generated (seeded) when absent.
-    python -m hiprompt.toyworld.generate --out "$DATA"
+if [[ ($DATASET == toy || $DATASET == toy80) && ! -f $DATA/labels.csv ]]; then
+    # The toy worlds' held-out images are generated (seeded) when absent; toy80: 2,000 images.
+    python -m hiprompt.toyworld.generate --world "$DATASET" --out "$DATA" --n-images "$([[ $DATASET == toy80 ]] && echo 2000 || echo 400)"
 fi
 DATA=$DATA bash scripts/knowledge.sh "$DATASET" "$KNOWLEDGE"
 

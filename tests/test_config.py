@@ -99,7 +99,7 @@ def test_unknown_key_unknown_trainer_and_malformed_yaml_are_one_line(tmp_path, c
 
     foo = ["--trainer", "Foo", "--dataset-config-file", "configs/datasets/custom.yaml"]
     assert error_line([*out, *foo], capsys) == (
-        "error: TRAINER.NAME (--trainer)='Foo' is not registered; registered: HierarchicalCoOp, ZeroshotCLIP")
+        "error: TRAINER.NAME (--trainer)='Foo' is not registered; registered: CoOp, DualCoOp, HierarchicalCoOp, TaIDPT, ZeroshotCLIP")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("OPTIM:\n  LR: 0.1\n   NAME: sgd\n")

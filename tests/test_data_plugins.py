@@ -18,6 +18,7 @@ def _cfg(**dataset) -> CN:
     cfg.DATASET.NAME = ""
     cfg.DATASET.ROOT = ""
     cfg.DATASET.TEST_SPLIT = "val2014"
+    cfg.DATASET.TRAIN_SPLIT = ""  # set by the COCO YAMLs (DualCoOp's training images)
     cfg.DATASET.KEEP_UNANNOTATED = True
     cfg.DATASET.VOC_DIFFICULT = "negative"
     cfg.DATASET.ALLOW_MISSING_IMAGES = False

@@ -1,0 +1,58 @@
+"""The peers' metric conventions (TaI-DPT's and DualCoOp's code) beside the project's, on
+numbers worked out by hand."""
+
+import json
+
+import numpy as np
+import pytest
+from yacs.config import CfgNode as CN
+
+from hiprompt.evaluation import MultiLabelEvaluator
+from hiprompt.metrics import multilabel_metrics, peer_metrics
+
+# class 0: a positive on top, then a tie of a positive and a negative at 0.5; class 1: no positive
+SCORES = np.array([[0.9, 0.2], [0.5, 0.8], [0.5, 0.3], [0.1, 0.4]])
+LABELS = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+
+
+def test_peer_map_counts_empty_classes_as_zero_and_ranks_ties_by_order():
+    # ranked by np.argsort(s)[::-1]: images 0, 2, 1, 3 -> positives at ranks 1 and 2 -> AP 1
+    assert peer_metrics(SCORES, LABELS)["mAP"] == pytest.approx((1.0 + 0.0) / 2 * 100, abs=1e-5)
+    # the project's: class 1 left out; the tie is one threshold: AP = 1/2 * 1 + 1/2 * 2/3
+    with pytest.warns(UserWarning, match="1 of 2 classes have no positive"):
+        assert multilabel_metrics(SCORES, LABELS)["mAP"] == pytest.approx((0.5 + 0.5 * 2 / 3) * 100)
+
+
+def test_peer_thresholded_metrics_average_per_class_f1():
+    got = peer_metrics(SCORES, LABELS, threshold=0.5)  # predicted: (0, 0) and (1, 1); 0.5 is not above
+    # class 0: TP 1, FP 0, FN 1 -> P 1, R 1/2, F1 2/3; class 1: TP 0 -> all 0
+    assert got["CP"] == pytest.approx(50.0) and got["CR"] == pytest.approx(25.0)
+    assert got["CF1"] == pytest.approx(100 / 3)  # mean of per-class F1, not F1 of CP and CR (40)
+    # pooled: TP 1, FP 1, FN 1
+    assert got["OP"] == pytest.approx(50.0) and got["OR"] == pytest.approx(50.0) and got["OF1"] == pytest.approx(50.0)
+
+
+def test_conventions_agree_on_continuous_scores_where_every_class_has_a_positive():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 6)) < 0.3).astype(int)
+    labels[0] = 1
+    scores = rng.normal(size=labels.shape) + labels
+    assert peer_metrics(scores, labels)["mAP"] == pytest.approx(multilabel_metrics(scores, labels)["mAP"], abs=1e-5)
+
+
+def test_evaluator_reports_the_peer_convention_when_asked(tmp_path):
+    cfg = CN()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.TEST = CN()
+    cfg.TEST.METRICS = "peer"
+    cfg.TEST.THRESHOLD = 0.5
+    evaluator = MultiLabelEvaluator(cfg, classnames=["a", "b"])
+    evaluator.process(SCORES, LABELS)
+    with pytest.warns(UserWarning):
+        results = evaluator.evaluate()
+    assert results["mAP"] == pytest.approx(50.0, abs=1e-5) and results["CF1"] == pytest.approx(100 / 3)
+    with pytest.warns(UserWarning):
+        top3 = multilabel_metrics(SCORES, LABELS)["F1@3"]
+    assert results["F1@3"] == pytest.approx(top3)  # top-3: one convention
+    written = json.loads((tmp_path / "results_test.json").read_text())
+    assert written["metric_convention"] == "peer" and written["threshold"] == 0.5
