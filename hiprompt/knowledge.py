@@ -313,3 +313,15 @@ class KnowledgeFolder:
         if not texts:
             raise ValueError(f"{path}: no labelled sentence of kind {kinds!r} (lines not used: {dropped})")
         return TextCorpus(classnames, texts, np.stack(rows), kinds_out, dropped)
+
+
+class KnowledgeText:
+    """A knowledge folder (DATASET.TEXT.DIR) as a text training set: its groups and its
+    sentences of DATASET.TEXT.KIND, labelled by DATASET.TEXT.LABELS, over `classnames`.
+    The registered text sets (`datasets/llm_text.py`, the tagger's) are this class by name."""
+
+    def __init__(self, cfg, classnames=None):
+        folder = KnowledgeFolder(cfg.DATASET.TEXT.DIR)
+        self.groups = folder.groups
+        self.corpus = folder.corpus(classnames, cfg.DATASET.TEXT.KIND, cfg.DATASET.TEXT.LABELS)
+        self.classnames = self.corpus.classnames

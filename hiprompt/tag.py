@@ -47,7 +47,7 @@ from .data.custom import read_custom_csv
 from .data.image_dataset import ImageFeatureDataset
 from .data.transforms import TestTransform
 from .fileio import atomic_write_bytes, atomic_write_json, file_sha256
-from .knowledge import KnowledgeFolder, content_hash
+from .knowledge import KnowledgeFolder, KnowledgeText, content_hash
 from .method import PromptedCLIP
 from .paths import cache_root
 from .registry import DATASET_REGISTRY
@@ -106,14 +106,8 @@ class TagVocabulary:
 
 
 @DATASET_REGISTRY.register()
-class TagKnowledgeText:
+class TagKnowledgeText(KnowledgeText):
     """The knowledge folder's sentences over the tagger's labels (DATASET.TEXT.KIND, .LABELS)."""
-
-    def __init__(self, cfg, classnames=None):
-        folder = KnowledgeFolder(cfg.DATASET.TEXT.DIR)
-        self.groups = folder.groups
-        self.corpus = folder.corpus(classnames, cfg.DATASET.TEXT.KIND, cfg.DATASET.TEXT.LABELS)
-        self.classnames = self.corpus.classnames
 
 
 class TagTrainer(PromptTraining, BuiltinTrainerX):

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from hiprompt.classnames import prompt_name
+from hiprompt.config import get_cfg_default
 
 CHOICES = ("auto", "llm", "embedding")
 SOURCES = ("llm", "llm-retry", "embedding")
@@ -51,7 +52,7 @@ class GroupingOptions:
     min_classes: int = 8
     backbone: str = "RN50"
     weights: str = "openai"
-    template: str = "a photo of a {}."
+    template: str = get_cfg_default().TRAINER.HIPROMPT.TEMPLATE
     coarse_size: int = 5
     fine_size: int = 3
 

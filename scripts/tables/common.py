@@ -282,6 +282,18 @@ def parse_args(description: str, argv=None, extra=None):
     return parser.parse_args(argv)
 
 
+def compare_main(description: str, argv, name: str, title: str, first_column: str, runs, figure=None):
+    """A table script's whole job: the world from the command line, the runs `runs(world)`
+    (the missing ones run), then the table of paper vs measured F1@3 and mAP, drawn by
+    `figure(world, runs)` (default: bars)."""
+    world = World(parse_args(description, argv))
+    rows = runs(world)
+    run_all(world, rows)
+    draw = (figure or bar_figure)(world, rows)
+    write_outputs(world, name, title, [first_column, "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
+                  measured_rows(world, rows), draw)
+
+
 def run_all(world: World, runs):
     unique = list({world.folder(r): r for r in runs}.values())
     world.prepare(unique)

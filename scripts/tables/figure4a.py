@@ -4,8 +4,7 @@
     python scripts/tables/figure4a.py --world coco --data DATA
 """
 
-from common import (World, line_figure, measured_rows, ours, parse_args, run_all, split_tokens,
-                    write_outputs)
+from common import World, compare_main, line_figure, ours, split_tokens
 
 COUNTS = (8, 16, 32, 64)
 PAPER = {32: {"F1": 57.3, "mAP": 66.8}}  # MS-COCO; the figure's other points are not given as numbers
@@ -20,12 +19,8 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "figure4a", "Figure 4 (a): number of context tokens",
-                  ["tokens", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), line_figure(world, rows, COUNTS, "context tokens"))
+    compare_main(__doc__, argv, "figure4a", "Figure 4 (a): number of context tokens", "tokens", runs,
+                 lambda world, rows: line_figure(world, rows, COUNTS, "context tokens"))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ the default run's prompts evaluated at each λ2 (no retraining: λ2 is used at i
     python scripts/tables/figure4b.py --world coco --data DATA
 """
 
-from common import Run, World, line_figure, measured_rows, ours, parse_args, run_all, write_outputs
+from common import Run, World, compare_main, line_figure, ours
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
 PAPER = {0.65: {"F1": 57.3, "mAP": 66.8}}  # MS-COCO; the figure's other points are not given as numbers
@@ -18,12 +18,8 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "figure4b", "Figure 4 (b): weight λ2 of the global score",
-                  ["λ2", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), line_figure(world, rows, WEIGHTS, "λ2"))
+    compare_main(__doc__, argv, "figure4b", "Figure 4 (b): weight λ2 of the global score", "λ2", runs,
+                 lambda world, rows: line_figure(world, rows, WEIGHTS, "λ2"))
 
 
 if __name__ == "__main__":

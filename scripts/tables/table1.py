@@ -5,8 +5,8 @@ fine-grained attributes, all of the LLM's knowledge), with the baselines' rows.
     python scripts/tables/table1.py --world coco --data DATA --captions DATA/annotations/captions_train2014.json
 """
 
-from common import (Run, World, bar_figure, composition, coop, dualcoop_text, measured_rows, ours, paper_row,
-                    parse_args, run_all, taidpt, write_outputs, zero_shot)
+from common import (Run, World, compare_main, composition, coop, dualcoop_text, ours, paper_row, taidpt,
+                    zero_shot)
 
 # the paper's Table 1: {row: {data set: (F1, mAP)}}
 PAPER = {
@@ -32,11 +32,7 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "table1", "Table 1: training text", ["knowledge", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), bar_figure(world, rows))
+    compare_main(__doc__, argv, "table1", "Table 1: training text", "knowledge", runs)
 
 
 if __name__ == "__main__":

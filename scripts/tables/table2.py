@@ -5,8 +5,8 @@ baselines CoOp, TaI-DPT and DualCoOp beside them.
     python scripts/tables/table2.py --world coco --data DATA --captions DATA/annotations/captions_train2014.json
 """
 
-from common import (Run, World, bar_figure, composition, coop, dualcoop_images, dualcoop_text, measured_rows,
-                    ours, parse_args, run_all, taidpt, write_outputs, zero_shot)
+from common import (Run, World, compare_main, composition, coop, dualcoop_images, dualcoop_text, ours,
+                    taidpt, zero_shot)
 
 PAPER = {"hand": (47.7, 62.1), "csc": (52.7, 64.8), "shared": (54.7, 66.3), "ours": (57.3, 66.8)}  # MS-COCO
 
@@ -23,11 +23,7 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "table2", "Table 2: prompt types", ["prompts", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), bar_figure(world, rows))
+    compare_main(__doc__, argv, "table2", "Table 2: prompt types", "prompts", runs)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python scripts/tables/table3.py --world coco --data DATA
 """
 
-from common import World, bar_figure, measured_rows, ours, parse_args, run_all, write_outputs
+from common import World, compare_main, ours
 
 PAPER = {(False, False): (52.4, 62.2), (True, False): (56.3, 66.0), (False, True): (53.2, 63.2),
          (True, True): (57.3, 66.8)}  # MS-COCO: (local learning, order loss) -> (F1, mAP)
@@ -22,11 +22,7 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "table3", "Table 3: components", ["components", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), bar_figure(world, rows))
+    compare_main(__doc__, argv, "table3", "Table 3: components", "components", runs)
 
 
 if __name__ == "__main__":

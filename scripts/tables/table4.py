@@ -4,7 +4,7 @@
     python scripts/tables/table4.py --world coco --data DATA
 """
 
-from common import World, bar_figure, measured_rows, ours, parse_args, run_all, write_outputs
+from common import World, compare_main, ours
 
 PAPER = {(8, 8, 8, 8): (56.4, 66.6), (12, 8, 6, 6): (57.2, 66.6), (16, 8, 4, 4): (57.3, 66.8),
          (20, 4, 4, 4): (57.1, 66.7), (20, 6, 4, 2): (56.0, 66.5)}  # MS-COCO: (F1, mAP)
@@ -20,12 +20,7 @@ def runs(world: World):
 
 
 def main(argv=None):
-    world = World(parse_args(__doc__, argv))
-    rows = runs(world)
-    run_all(world, rows)
-    write_outputs(world, "table4", "Table 4: token composition (S/P-S #1/P-S #2/C-S)",
-                  ["S/P-S#1/P-S#2/C-S", "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
-                  measured_rows(world, rows), bar_figure(world, rows))
+    compare_main(__doc__, argv, "table4", "Table 4: token composition (S/P-S #1/P-S #2/C-S)", "S/P-S#1/P-S#2/C-S", runs)
 
 
 if __name__ == "__main__":
