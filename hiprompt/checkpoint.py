@@ -108,8 +108,12 @@ def run_differences(saved, current, epoch: int, parts=FINGERPRINT_PARTS) -> list
 
     OPTIM.MAX_EPOCH may differ while the checkpoint's epoch is within the new count and the
     schedule does not depend on it (not cosine): training then goes on as an uninterrupted
-    run of the new length would have.
+    run of the new length would have. A setting the checkpoint predates (added to the schema
+    later) is no difference while it has its default, the behaviour from before it existed.
     """
+    from .config import get_cfg_default, result_settings  # here: the config imports the learner
+
+    defaults = result_settings(get_cfg_default())
     if saved is None:
         return ["the checkpoint records no settings (written before runs were fingerprinted)"]
     names = {"knowledge": "knowledge-folder content (SHA-256 of DATASET.TEXT.DIR's files)",
@@ -125,7 +129,8 @@ def run_differences(saved, current, epoch: int, parts=FINGERPRINT_PARTS) -> list
             before, after = old.get(key, "(absent)"), new.get(key, "(absent)")
             extended = (key == "OPTIM.MAX_EPOCH" and new.get("OPTIM.LR_SCHEDULER") != "cosine"
                         and isinstance(after, int) and after >= epoch)
-            if before != after and not extended:
+            predated = key not in old and key in defaults and after == defaults[key]
+            if before != after and not extended and not predated:
                 differences.append(f"{key}: {before!r} there, {after!r} now")
     return differences
 

@@ -17,7 +17,7 @@ from yacs.config import CfgNode as CN
 from .clip.backbone import ACTIVATIONS
 from .knowledge import KINDS, LABEL_POLICIES
 from .losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
-from .prompt_learner import LEARNED_NAMES, PROMPT_ENCODINGS
+from .prompt_learner import CLASS_TOKEN_POSITIONS, LEARNED_NAMES, PROMPT_ENCODINGS
 
 # OpenAI CLIP's input normalisation.
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -149,6 +149,20 @@ def extend_cfg(cfg: CN) -> CN:
     hp.N_CTX_FINE = 4  # P-S #2: shared within a fine group
     hp.N_CTX_CLASS = 4  # C-S: one class only
     hp.CTX_STD = 0.02  # random initialisation of the context vectors (CoOp)
+    # A phrase whose k token embeddings start the LAST k context positions, so that it stands
+    # right before the name as in the hand-crafted prompt; in every slot of those positions
+    # (shared, group and class-specific slots start equal), both branches; the positions
+    # before it keep the random start; "_" reads as a space. A phrase of more tokens than the
+    # context is an error. "" = all random (CoOp's default, as in its rn50_ep50.yaml; its
+    # *_ctxv1.yaml use "a photo of a"). CoOp's own behaviour (the context is the phrase, its
+    # length the phrase's): N_CTX_SHARED k, the other counts 0 (CoOp counts words, this
+    # project tokens: the same for "a photo of a").
+    hp.CTX_INIT = ""
+    # Where the class name stands among the context tokens (CoOp's CLASS_TOKEN_POSITION):
+    # end | middle (the first M // 2 context tokens, the name, the rest: CoOp's split) | front
+    # (the name, then the context) (end: CoOp's default, the paper's prompt). middle and front
+    # are encoded with PROMPT_ENCODING truncated (the prefix tree needs the context first).
+    hp.CLASS_TOKEN_POSITION = "end"
     hp.TEMPLATE = "a photo of a {}."  # hand-crafted prompt (zero-shot, order-loss anchor) (CoOp, TaI-DPT)
     # The name after the learned tokens: label (the class label Y_i, paper §3.3) | prompt (the
     # readable name of the hand-crafted prompts, e.g. "computer mouse" for "mouse")
@@ -283,6 +297,8 @@ RULES = {
     "TRAINER.HIPROMPT.TEMPLATE": ((lambda value: isinstance(value, str) and value.count("{}") == 1),
                                   "a text with one {} where the class name goes"),
     "TRAINER.HIPROMPT.LEARNED_NAME": _choice(*LEARNED_NAMES),
+    "TRAINER.HIPROMPT.CTX_INIT": ((lambda value: isinstance(value, str)), "a phrase (\"\" = random start)"),
+    "TRAINER.HIPROMPT.CLASS_TOKEN_POSITION": _choice(*CLASS_TOKEN_POSITIONS),
     "TRAINER.HIPROMPT.LAMBDA_ORDER": _number(0),
     "TRAINER.HIPROMPT.ORDER_TEMP": _number(0, low_open=True),
     "TRAINER.HIPROMPT.ORDER_DIRECTION": _choice(*ORDER_DIRECTIONS),

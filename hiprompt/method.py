@@ -19,7 +19,7 @@ class PromptedCLIP(nn.Module):
         self.hp = hp
         self.prompts = HierarchicalPromptLearner(
             clip, classnames, groups, context_counts(hp), hp.TEMPLATE, hp.CTX_STD, hp.LOCAL_BRANCH,
-            hp.LEARNED_NAME, hp.PROMPT_ENCODING,
+            hp.LEARNED_NAME, hp.PROMPT_ENCODING, hp.CTX_INIT, hp.CLASS_TOKEN_POSITION,
         )
         with torch.no_grad():
             handcrafted = ClassPromptEncoder(clip, classnames, 0, hp.TEMPLATE)()  # [C, D]

@@ -7,6 +7,10 @@ its own vectors in that slot. All-S is CoOp, all-C-S is CSC, and M = 0 is the ha
 prompt `TEMPLATE.format(name)`. After learned tokens stands the class label Y_i as the
 paper writes it (`label`), or the readable name of the hand-crafted prompts (`prompt`:
 "mouse" -> "computer mouse"); the hand-crafted prompt always uses the readable name.
+
+CoOp's two prompt options: the name may also stand in the middle of the context (the first
+M // 2 tokens, the name, the rest) or in front of it (`CLASS_TOKEN_POSITION`), and the last k
+context positions may start from the token embeddings of a k-token phrase (`CTX_INIT`).
 """
 
 from collections import OrderedDict
@@ -20,6 +24,21 @@ from .prompt_tree import PromptTree
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
 PROMPT_ENCODINGS = ("tree", "truncated", "full")  # same values; tree is the fastest
 LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name}  # the name after learned tokens
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")  # where the name stands (CoOp's CLASS_TOKEN_POSITION)
+
+
+def context_before_name(n_ctx: int, position: str) -> int:
+    """Context tokens before the class name; CoOp's split: `middle` puts n_ctx // 2 first."""
+    return {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]
+
+
+def phrase_vectors(clip, phrase: str) -> torch.Tensor:
+    """[k, W] the token embeddings of `phrase` (its k tokens between start- and end-of-text);
+    an underscore reads as a space, as in CoOp's CTX_INIT."""
+    tokens = clip.tokenize([phrase.replace("_", " ")])  # [1, L]
+    length = int(clip.eot_positions(tokens)[0]) - 1
+    with torch.no_grad():
+        return clip.token_embeddings(tokens)[0, 1:1 + length].clone()
 
 
 def slot_assignment(classnames, groups) -> torch.Tensor:
@@ -57,39 +76,72 @@ class HierarchicalContext(nn.Module):
     def length(self) -> int:
         return sum(self.counts.values())
 
+    @torch.no_grad()
+    def initialise_last(self, phrase: torch.Tensor) -> None:
+        """Set the last k context positions of every slot to `phrase` [k, W] (k <= M), across
+        kinds: position j of the context is kind K's token j - (tokens of the kinds before K)."""
+        offset = self.length - phrase.shape[0]  # context position where the phrase begins
+        start = 0
+        for kind, count in self.counts.items():
+            low, high = max(offset, start), start + count  # this kind's positions in the phrase
+            if low < high:
+                self.vectors[kind][:, low - start:high - start] = phrase[low - offset:high - offset]
+            start += count
+
     def forward(self) -> torch.Tensor:
         parts = [self.vectors[kind][getattr(self, f"slots_{kind}")] for kind in self.counts]  # [C, n, W] each
         return torch.cat(parts, dim=1)  # [C, M, W]
 
 
 class ClassPromptEncoder(nn.Module):
-    """Turns context vectors into class embeddings through the frozen text encoder."""
+    """Turns context vectors into class embeddings through the frozen text encoder.
 
-    def __init__(self, clip, classnames, n_ctx: int, template: str, learned_name: str = "label"):
+    position: where the name stands among the M context tokens (`CLASS_TOKEN_POSITIONS`):
+    `[SOT] t_1 … t_M name . [EOT]` (end), `[SOT] t_1 … t_h name t_h+1 … t_M . [EOT]` with
+    h = M // 2 (middle), `[SOT] name t_1 … t_M . [EOT]` (front).
+    """
+
+    def __init__(self, clip, classnames, n_ctx: int, template: str, learned_name: str = "label",
+                 position: str = "end"):
         super().__init__()
         if learned_name not in LEARNED_NAMES:
             raise ValueError(f"TRAINER.HIPROMPT.LEARNED_NAME={learned_name!r}: expected one of {sorted(LEARNED_NAMES)}")
+        if position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(f"TRAINER.HIPROMPT.CLASS_TOKEN_POSITION={position!r}: expected one of "
+                             f"{CLASS_TOKEN_POSITIONS}")
         # The frozen CLIP is referenced, not registered: it is no part of the prompt's state.
         self._clip = [clip]
         self.n_ctx = n_ctx
         if n_ctx > 0:
-            name_of = LEARNED_NAMES[learned_name]
-            texts = [" ".join(["X"] * n_ctx) + f" {name_of(c)}." for c in classnames]
+            names = [LEARNED_NAMES[learned_name](c) for c in classnames]
+            texts = [" ".join(["X"] * n_ctx) + f" {name}." for name in names]
         else:
             texts = [template.format(prompt_name(c)) for c in classnames]
         tokens = clip.tokenize(texts)  # [C, L]
         with torch.no_grad():
             embedded = clip.token_embeddings(tokens)  # [C, L, W]
+        # the prompts are built in the `end` order; `order` moves the name to its place
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)  # SOT
         self.register_buffer("suffix", embedded[:, 1 + n_ctx:].clone(), persistent=False)  # name . EOT pad
         self.register_buffer("eot_index", clip.eot_positions(tokens), persistent=False)
         self.length = int(self.eot_index.max()) + 1  # positions up to the longest end-of-text
+        before = context_before_name(n_ctx, position)
+        order = _name_order(clip, tokens, names, n_ctx, before) if before < n_ctx else None  # [C, L]
+        self.register_buffer("order", order, persistent=False)
+
+    def place_name(self, embedded: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] prompts in the `end` order (N = sets x classes) -> the configured order."""
+        if self.order is None:
+            return embedded
+        n_sets = embedded.shape[0] // self.order.shape[0]
+        index = self.order[:, :embedded.shape[1]].repeat(n_sets, 1)  # [N, L]
+        return embedded.gather(1, index[:, :, None].expand(-1, -1, embedded.shape[2]))
 
     def forward(self, context: torch.Tensor = None) -> torch.Tensor:
         """context: [C, M, W] or None (M = 0). Returns class embeddings [C, D] (the full
         77-position forward)."""
         parts = [self.prefix] + ([context.to(self.prefix.dtype)] if context is not None else []) + [self.suffix]
-        embedded = torch.cat(parts, dim=1)  # [C, L, W]
+        embedded = self.place_name(torch.cat(parts, dim=1))  # [C, L, W]
         eot, _ = self._clip[0].encode_text_embeddings(embedded, self.eot_index)
         return eot
 
@@ -102,9 +154,27 @@ class ClassPromptEncoder(nn.Module):
         if contexts is not None:
             parts.append(contexts.reshape(n_sets * num_classes, *contexts.shape[2:]).to(self.prefix.dtype))
         parts.append(self.suffix[:, :self.length - 1 - self.n_ctx].repeat(n_sets, 1, 1))
-        embedded = torch.cat(parts, dim=1)  # [S * C, length, W]
+        embedded = self.place_name(torch.cat(parts, dim=1))  # [S * C, length, W]
         eot, _ = self._clip[0].encode_text_embeddings(embedded, self.eot_index.repeat(n_sets), self.length)
         return eot.reshape(n_sets, num_classes, -1)
+
+
+def _name_order(clip, tokens: torch.Tensor, names, n_ctx: int, before: int) -> torch.Tensor:
+    """[C, L] for each position of a prompt, the position of the `end`-order prompt it takes:
+    SOT, the first `before` context tokens, the name, the other context tokens, the rest.
+    tokens: [C, L] the `end`-order prompts, names: the names in them."""
+    name_tokens = clip.tokenize(names)  # [C, L]
+    name_lengths = clip.eot_positions(name_tokens) - 1  # [C]
+    length = tokens.shape[1]
+    rows = []
+    for c, n_name in enumerate(name_lengths.tolist()):
+        if n_name < 1 or not torch.equal(tokens[c, 1 + n_ctx:1 + n_ctx + n_name], name_tokens[c, 1:1 + n_name]):
+            raise ValueError(f"class name {names[c]!r}: its tokens alone differ from its tokens in the prompt; "
+                             "TRAINER.HIPROMPT.CLASS_TOKEN_POSITION end does not need them")
+        name_end = 1 + n_ctx + n_name
+        rows.append(list(range(1 + before)) + list(range(1 + n_ctx, name_end))
+                    + list(range(1 + before, 1 + n_ctx)) + list(range(name_end, length)))
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def context_counts(hp) -> dict:
@@ -117,12 +187,16 @@ class HierarchicalPromptLearner(nn.Module):
     encoding: how the class embeddings are computed, all giving the same values:
     `tree` (both sets in one call, up to the longest end-of-text, each shared prefix once:
     hiprompt/prompt_tree.py), `truncated` (both sets in one call up to the longest
-    end-of-text), `full` (each set on its own at the full context length).
+    end-of-text), `full` (each set on its own at the full context length). The tree needs
+    the context before the name (position `end`); `middle` and `front` use `truncated` for it.
+
+    ctx_init: a phrase whose k token embeddings start the last k context positions of every
+    slot of both sets ("" = all random); position: where the name stands (ClassPromptEncoder).
     """
 
     def __init__(self, clip, classnames, groups: dict, counts: dict, template: str,
                  std: float = 0.02, local_branch: bool = True, learned_name: str = "label",
-                 encoding: str = "tree"):
+                 encoding: str = "tree", ctx_init: str = "", position: str = "end"):
         super().__init__()
         if encoding not in PROMPT_ENCODINGS:
             raise ValueError(f"TRAINER.HIPROMPT.PROMPT_ENCODING={encoding!r}: expected one of {PROMPT_ENCODINGS}")
@@ -139,14 +213,30 @@ class HierarchicalPromptLearner(nn.Module):
         width = clip.token_width
         self.global_context = HierarchicalContext(counts, slots, width, std)
         self.local_context = HierarchicalContext(counts, slots, width, std) if local_branch else None
-        self.encoder = ClassPromptEncoder(clip, classnames, self.global_context.length, template, learned_name)
-        self.encoding = encoding if self.learnable else "truncated"
+        if ctx_init:
+            self._initialise_from_phrase(clip, ctx_init)
+        self.encoder = ClassPromptEncoder(clip, classnames, self.global_context.length, template, learned_name,
+                                          position)
+        tree_fits = position == "end" or encoding != "tree"
+        self.encoding = encoding if self.learnable and tree_fits else "truncated"
         self.tree = None
         if self.encoding == "tree":
             encoder = self.encoder
             self.tree = PromptTree(clip, self.global_context.counts, slots, encoder.prefix[0, 0],
                                    encoder.suffix[:, :encoder.length - 1 - encoder.n_ctx], encoder.eot_index,
                                    n_sets=1 if self.local_context is None else 2)
+
+    def _initialise_from_phrase(self, clip, phrase: str) -> None:
+        vectors = phrase_vectors(clip, phrase)  # [k, W]
+        n_ctx = self.global_context.length
+        if vectors.shape[0] > n_ctx:
+            raise ValueError(
+                f"TRAINER.HIPROMPT.CTX_INIT={phrase!r}: {vectors.shape[0]} tokens, more than the context's "
+                f"{n_ctx} (N_CTX_SHARED + N_CTX_COARSE + N_CTX_FINE + N_CTX_CLASS); CoOp's own setting is "
+                f"N_CTX_SHARED {vectors.shape[0]} with the other counts 0")
+        for context in (self.global_context, self.local_context):
+            if context is not None:
+                context.initialise_last(vectors)
 
     @property
     def learnable(self) -> bool:

@@ -20,8 +20,8 @@ the same corpus.
 The folder is written whole into a new folder beside `out_dir` and then swapped in
 (`hiprompt.fileio.replace_folder`). Outputs of stages that did not run this time are carried
 forward from the folder already at `out_dir` only when its manifest says it was made for the
-same classes, synonyms, counts, question texts and back-end identity (`made_for`) and its
-files match the manifest; otherwise they are left out, and a line says so.
+same classes, synonyms, counts, question texts, labelling rules and back-end identity
+(`made_for`) and its files match the manifest; otherwise they are left out, and a line says so.
 """
 
 import hashlib
@@ -46,7 +46,7 @@ from llm_knowledge.counts import Counts
 from llm_knowledge.grouping import (
     GroupingOptions, clip_text_embeddings, degenerate, embedding_groups,
 )
-from llm_knowledge.labelling import Labeller
+from llm_knowledge.labelling import Labeller, rules_digest
 from llm_knowledge.parsing import Parsed, dedup_key, parse_attributes, parse_groups, parse_sentences
 
 STAGES = ("attributes", "coarse", "fine", "groups", "relation")
@@ -255,6 +255,7 @@ class KnowledgeRun:
                 json.dumps(self.synonyms, sort_keys=True).encode("utf-8")).hexdigest(),
             "counts": config.counts.as_dict(),
             "questions_sha256": _questions_digest(),
+            "labeller_sha256": rules_digest(),
             "backend": self.identity,
             "top_up": config.top_up.as_dict(),
             "grouping": config.grouping.as_dict(),
@@ -451,8 +452,8 @@ class KnowledgeRun:
             return []
         earlier = [s for s in STAGES if s in manifest.get("stages", []) and s not in self.stages]
         if earlier and manifest.get("made_for") != self.made_for:
-            print(f"llm-knowledge: {out} was made for other classes, synonyms, counts, questions "
-                  f"or back-end: its {', '.join(earlier)} output is not carried forward",
+            print(f"llm-knowledge: {out} was made for other classes, synonyms, counts, questions, "
+                  f"labelling rules or back-end: its {', '.join(earlier)} output is not carried forward",
                   file=sys.stderr)
             return []
         if {"attributes", "fine"} & set(earlier):

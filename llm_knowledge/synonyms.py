@@ -11,12 +11,19 @@ kept in check by the context tables at the end of this file (`CONTEXT_VETOES`,
 set (`llm_knowledge.labelling.ContextRules`).
 """
 
+# Nouns for a person by the work or pastime that always names a human (COCO and NUS-WIDE
+# "person"; a police officer and a soldier stay NUS-WIDE's "police" and "military" by the
+# longer phrase or their own list).
+_ROLE_NOUNS = ["keeper", "zookeeper", "shopkeeper", "fisherman", "firefighter", "fireman",
+               "pilot", "waiter", "waitress", "vendor", "photographer", "nurse", "doctor",
+               "teacher", "officer", "driver", "hiker", "climber", "shopper", "spectator"]
+
 _COMMON = {
     "person": ["man", "woman", "boy", "girl", "child", "kid", "baby", "people", "human",
                "player", "rider", "skier", "surfer", "pedestrian", "lady",
                "gentleman", "guy", "toddler", "teenager", "crowd", "student", "passenger",
                "cyclist", "catcher", "batter", "bride", "guest", "owner", "worker", "tourist",
-               "farmer", "chef"],
+               "farmer", "chef", *_ROLE_NOUNS],
     "bicycle": ["bike", "mountain bike", "road bike"],
     "car": ["automobile", "sedan", "suv", "taxi", "taxi cab", "hatchback", "jeep"],
     "motorcycle": ["motorbike", "scooter", "moped", "dirt bike"],
@@ -25,11 +32,14 @@ _COMMON = {
     "bus": ["school bus", "double decker", "minibus", "coach bus"],
     "train": ["locomotive", "railcar", "tram", "subway train", "freight train"],
     "truck": ["lorry", "pickup truck", "fire truck", "dump truck"],
-    "boat": ["ship", "sailboat", "yacht", "canoe", "kayak", "ferry", "rowboat"],
+    "boat": ["ship", "sailboat", "yacht", "canoe", "kayak", "ferry", "rowboat", "lifeboat",
+             "speedboat", "motorboat", "tugboat", "houseboat", "aircraft carrier",
+             "vessel"],
     "bird": ["seagull", "gull", "pigeon", "duck", "parrot", "sparrow", "eagle", "owl",
              "swan", "goose", "crow", "pelican"],
     "cat": ["kitten", "kitty", "tabby"],
-    "dog": ["puppy", "pup", "hound", "canine", "doggy", "pit bull"],
+    "dog": ["puppy", "pup", "hound", "canine", "doggy", "pit bull", "sheepdog", "bulldog",
+            "lapdog", "bull terrier"],
     "horse": ["pony", "stallion", "mare", "foal"],
     "sheep": ["lamb", "ewe", "ram"],
     "cow": ["cattle", "calf", "bull", "ox", "heifer"],
@@ -136,7 +146,9 @@ NUSWIDE_SYNONYMS = {
     "beach": ["seashore", "shore", "seaside", "coast"],
     "bear": ["grizzly", "polar bear"],
     "birds": ["bird", "seagull", "gull", "pigeon", "duck", "parrot", "eagle", "owl", "swan"],
-    "boats": ["boat", "ship", "sailboat", "yacht", "canoe", "kayak", "ferry"],
+    "boats": ["boat", "ship", "sailboat", "yacht", "canoe", "kayak", "ferry", "lifeboat",
+              "speedboat", "motorboat", "tugboat", "houseboat", "aircraft carrier",
+              "vessel"],
     "book": ["novel", "textbook"],
     "bridge": ["footbridge", "viaduct"],
     "buildings": ["building", "skyscraper", "tower block", "architecture"],
@@ -149,7 +161,7 @@ NUSWIDE_SYNONYMS = {
     "coral": ["coral reef", "reef"],
     "cow": ["cattle", "calf", "bull"],
     "dancing": ["dance", "dancer", "ballet"],
-    "dog": ["puppy", "pup", "hound"],
+    "dog": ["puppy", "pup", "hound", "sheepdog", "bulldog", "lapdog", "bull terrier"],
     "earthquake": ["quake", "rubble", "seismic"],
     "elk": ["moose", "deer", "stag", "reindeer"],
     "fire": ["flame", "blaze", "bonfire", "campfire", "wildfire"],
@@ -175,7 +187,7 @@ NUSWIDE_SYNONYMS = {
     "ocean": ["sea", "wave"],
     "person": ["people", "man", "woman", "boy", "girl", "child", "kid", "human", "crowd",
                "student", "passenger", "cyclist", "guest", "owner", "worker", "tourist",
-               "farmer", "chef"],
+               "farmer", "chef", *_ROLE_NOUNS],
     "plane": ["airplane", "aeroplane", "aircraft", "jet"],
     "plants": ["plant", "shrub", "bush", "fern"],
     "police": ["policeman", "police officer", "cop", "police car"],
@@ -209,7 +221,7 @@ NUSWIDE_SYNONYMS = {
     "valley": ["canyon", "gorge"],
     "vehicle": ["truck", "van", "bus", "motorcycle", "bicycle"],
     "water": ["river", "stream"],
-    "waterfall": ["cascade", "niagara falls"],
+    "waterfall": ["cascade", "niagara falls", "falls"],
     "wedding": ["bride", "groom", "bridegroom"],
     "whales": ["whale", "orca", "humpback"],
     "window": ["windowpane", "window pane"],
@@ -256,6 +268,15 @@ _SWIMMING_ANIMALS = ["fish", "whale", "whales", "duck", "ducks", "swan", "swans"
                      "dolphins", "shark", "sharks", "seal", "seals", "turtle", "turtles",
                      "goldfish", "salmon", "trout", "otter", "otters", "penguin", "penguins",
                      "orca", "orcas", "frog", "frogs", "eel", "eels"]
+_MADE_THINGS = ["lake", "lakes", "structure", "structures", "object", "objects", "material",
+                "materials", "island", "islands", "fiber", "fibers", "fibre", "fibres",
+                "climate change", "pollution", "canal", "canals", "reservoir", "reservoirs",
+                "feature", "features", "environment", "environments", "habitat", "habitats",
+                "disaster", "disasters", "pond", "ponds", "reef", "reefs", "forest", "forests",
+                "beach", "beaches", "harbor", "harbour", "dam", "dams", "item", "items",
+                "product", "products", "chemical", "chemicals", "noise", "light", "sound",
+                "threat", "threats", "change", "changes", "landscape", "landscapes",
+                "barrier", "barriers", "wonder", "wonders", "and natural", "or natural"]
 _PREDICATE_LEADS = ["is", "are", "was", "were", "be", "been", "very", "so", "too", "quite",
                     "more", "most", "rather", "fairly", "extremely", "seem", "seems",
                     "seemed", "feel", "feels", "felt", "look", "looks", "looked", "become",
@@ -269,10 +290,12 @@ _WHERE_AN_OBJECT_IS_A_MODIFIER = {  # "ski resort": the resort, not the skis
             "before": ["jet"]},
 }
 
-CONTEXT_VETOES = {
+_VETOES_BY_WORD = {  # one word's other senses, by the words next to it
     # people
     "baby": {"after": _BABY_OF},
-    "man": {"after": ["made", "hour", "hours", "power"]},
+    # "man-made X" (the hyphen is split off like any other): a made thing, no man; "a man
+    # made his way" keeps him
+    "man": {"after": ["hour", "hours", "power", *(f"made {thing}" for thing in _MADE_THINGS)]},
     "human": {"after": ["made", "activity", "activities", "impact", "eye", "error", "nature",
                         "right", "rights", "history", "body", "population", "hair",
                         "settlement", "settlements", "interaction", "interference"]},
@@ -374,7 +397,7 @@ CONTEXT_VETOES = {
                          "against the", "race against the", "ticking"]},
     "book": {"after": ["a", "an", "the", "your", "their", "his", "her", "my", "our", "now",
                        "online", "early", "in advance", "ahead", "of revelations",
-                       "value", "keeping"],
+                       "value", "keeping", "by its cover"],
              "before": ["by the", "face", "cook", "text", "check", "phone", "address"]},
     "keyboard": {"before": ["piano", "musical", "electric", "electronic", "synth", "play the",
                             "playing the", "played the"],
@@ -459,7 +482,7 @@ CONTEXT_VETOES = {
     "cloud": {"after": ["computing", "storage", "service", "services", "server", "servers",
                         "based", "platform", "of dust", "of smoke", "of steam", "of suspicion",
                         "of doubt", "nine", "of ash", "of insects", "of gnats"],
-              "before": ["word", "point", "mushroom", "the"]},
+              "before": ["word", "point", "mushroom"]},
     "fire": {"after": ["truck", "trucks", "engine", "engines", "hydrant", "station", "fighter",
                        "fighters", "department", "alarm", "escape", "extinguisher", "exit",
                        "drill", "brigade", "hose", "safety", "door", "a", "an", "the", "at",
@@ -619,12 +642,272 @@ CONTEXT_VETOES = {
                          "students"]},
 }
 
+# A person noun that modifies another noun, or owns it in a fixed compound, names no one who
+# is there: "tourist attraction", "student loan", "guest room", "owner's manual".
+_PERSON_AS_MODIFIER = {"after": [
+    "attraction", "attractions", "magnet", "destination", "destinations", "season", "visa",
+    "visas", "loan", "loans", "union", "unions", "market", "markets", "seat", "seats",
+    "side door", "side window", "room", "rooms", "house", "houses", "card", "cards",
+    "housing", "bee", "bees", "ant", "ants", "license", "licence", "uniform", "information",
+    "industry", "trap", "hotspot", "office", "care home", "care homes", "care centre",
+    "care center", "safety", "proof", "favourite", "favorite", "funding", "pleaser",
+    "project", "projects", "episode", "program", "programme", "scheme", "whale", "whales",
+    "s manual", "s office", "s appointment",
+    "s note", "s license", "s licence", "s seat", "s knife", "s market", "s permit"]}
+_PERSON_NOUNS = sorted({*_COMMON["person"], *NUSWIDE_SYNONYMS["person"], "person"})
+
+# A class noun that modifies the head noun after it: the thing named is the head ("cottage
+# garden", "hot dog stand", "tv show", "laptop bag", "oven mitt", "lamb chops").
+_NOUN_AS_MODIFIER = {
+    "cottage": ["garden", "gardens", "cheese", "industry", "pie", "loaf"],
+    "cabin": ["fever"],
+    "hot dog": ["stand", "stands", "vendor", "vendors", "cart", "carts", "bun", "buns",
+                "eating contest"],
+    "tv": ["series", "program", "programs", "programme", "programmes",
+           "channel", "channels", "network", "station", "stations", "ad", "ads",
+           "commercial", "commercials", "presenter", "host", "star", "personality", "crew",
+           "rights", "licence", "license", "drama", "dramas", "episode", "episodes"],
+    "television": ["series", "program", "programs", "programme",
+                   "programmes", "channel", "channels", "network", "station", "stations",
+                   "commercial", "commercials", "presenter", "host", "star", "drama",
+                   "episode", "episodes", "rights", "licence", "license", "crew"],
+    "laptop": ["bag", "bags", "sleeve", "sleeves", "case", "cases"],
+    "oven": ["mitt", "mitts", "glove", "gloves"],
+    "lamb": ["chop", "chops", "stew", "shank", "shanks", "curry", "kebab", "kebabs", "meat",
+             "roast", "mince"],
+    "running": ["time", "times", "board", "boards", "light", "lights", "count", "battle",
+                "gag", "commentary", "tab"],
+    "rainbow": ["trout", "flag", "flags", "colored", "coloured", "colors", "colours",
+                "of colors", "of colours", "of flavors", "of flavours", "cake", "lorikeet"],
+    "dinner": ["table", "tables", "jacket", "jackets", "time", "bell", "party", "parties",
+               "date", "guest", "guests"],
+    "lunch": ["break", "breaks", "box", "boxes", "hour", "time", "meeting", "meetings"],
+    "breakfast": ["table", "nook", "bar", "time", "meeting", "meetings", "club"],
+    "zebra": ["fish", "finch", "finches", "mussel", "mussels"],
+    "elephant": ["seal", "seals", "shrew", "shrews", "grass"],
+    "horse": ["chestnut", "chestnuts", "radish", "fly", "flies"],
+    "apple": ["tree", "trees", "blossom", "blossoms", "orchard", "orchards"],
+    "plane": ["tree", "trees"],
+    "window": ["shopping", "dressing", "cleaner", "cleaners"],
+    "soccer": ["mom", "moms", "mum", "mums"],
+    "sunset": ["clause", "clauses", "provision", "provisions", "years", "industry"],
+    "waterfall": ["model", "chart", "charts", "method", "approach", "methodology", "plot"],
+    "seismic": ["shift", "shifts", "change", "changes"],
+    "stag": ["party", "parties", "do", "night", "weekend", "beetle", "beetles"],
+    "flame": ["retardant", "resistant", "proof", "war", "wars", "red", "orange", "haired"],
+    "turf": ["war", "wars"],
+    "reef": ["knot", "knots"],
+    "iceberg": ["lettuce"],
+    "cloudy": ["water", "liquid", "eye", "eyes", "lens", "glass", "urine", "beer", "cider",
+               "lemonade", "juice", "pool", "aquarium", "tank", "judgement", "judgment",
+               "memory", "crystal", "diamond"],
+    "frosty": ["reception", "relationship", "welcome", "look", "stare", "response", "tone",
+               "mood"],
+    "runway": ["show", "shows", "model", "models", "look", "looks", "collection"],
+    "toy": ["poodle", "poodles", "breed", "breeds", "spaniel", "spaniels", "terrier",
+            "terriers"],
+    "goose": ["bump", "bumps", "pimple", "pimples", "egg", "step"],
+    "pigeon": ["hole", "holes", "holed", "toed"],
+    "swan": ["song", "dive"],
+    "eagle": ["eye", "eyed", "scout", "scouts"],
+    "bush": ["fire", "fires", "baby", "babies", "tucker", "walk", "walks"],
+    "midnight": ["blue"],
+    "sprint": ["planning", "review", "goal", "backlog"],
+    "driver": ["s license", "s licence", "s seat", "license", "licence", "seat", "seats"],
+    "daisy": ["chain", "chains"],
+    "rose": ["gold", "wine", "water", "tinted", "colored", "coloured"],
+    "bed": ["and breakfast"],
+    "table": ["show", "shows", "list", "lists", "summarise", "summarises", "summarize",
+              "summarizes", "compare", "compares", "present", "presents", "illustrate",
+              "illustrates"],
+    "tattoo": ["parlor", "parlour", "artist", "artists", "studio", "gun", "needle"],
+}
+# A class noun as the head of a compound that names something else: "cable car" (a
+# gondola), "prairie dog", "paper plane", "gravy boat", "night owl", "river basin".
+_OTHER_THING_COMPOUND = {
+    "car": ["cable", "train", "subway", "rail", "railway", "dining", "sleeping", "freight",
+            "tram", "buffet", "restaurant"],
+    "dog": ["prairie", "sea", "sun"],
+    "plane": ["paper", "toy", "model"],
+    "airplane": ["paper", "toy", "model"],
+    "aeroplane": ["paper", "toy", "model"],
+    "boat": ["gravy", "sauce", "dream"],
+    "vessel": ["blood", "lymph", "lymphatic", "drinking", "storage", "clay", "glass"],
+    "owl": ["night"],
+    "basin": ["river", "drainage", "ocean", "catchment", "tidal", "sedimentary", "amazon",
+              "congo", "mississippi"],
+    "runway": ["fashion", "catwalk"],
+    "tie": ["railroad", "railway", "rail"],
+    "table": ["league"],
+    "cake": ["crab", "potato", "salmon", "rice"],
+    "horse": ["hobby", "pommel", "vaulting", "clothes", "trojan", "charley"],
+    "tiger": ["paper"],
+    "alley": ["bowling", "blind", "up my", "up your", "up his", "up her", "up their"],
+    "vehicle": ["investment", "special purpose"],
+    "tattoo": ["military", "edinburgh"],
+    "turf": ["surf and"],
+    "architecture": ["software", "network", "system", "model", "neural", "computer",
+                     "enterprise", "data"],
+    "iceberg": ["tip of the", "tip of an"],
+    "mitt": ["oven"],
+    "demonstration": ["cooking", "product", "live", "practical", "science", "classroom",
+                      "software"],
+    "bench": ["judge", "judges", "the front", "back"],
+}
+# A noun-verb word whose verb sense follows its subject or leads a phrase: "the plane taxis
+# towards the gate", "the sun rose over the hills", "snow falls", "the birds are building
+# a nest", "a blaze of colour".
+_VERB_SENSE = {
+    "taxi": {"after": ["towards", "toward", "along", "onto the runway", "to the runway",
+                       "down the runway", "to the gate", "to the terminal", "to a stop"],
+             "before": ["plane", "airplane", "aeroplane", "aircraft", "jet", "airliner",
+                        "jetliner", "pilot", "it"]},
+    "rose": {"after": ["above", "over", "from", "up", "high", "higher", "slowly", "steadily",
+                       "sharply", "into", "again", "by", "out of", "through", "behind",
+                       "early", "quickly", "to"],
+             "before": ["sun", "moon", "water", "tide", "smoke", "mist", "price", "prices",
+                        "temperature", "temperatures", "level", "levels", "sea", "river",
+                        "mountain", "mountains", "hill", "hills", "cliff", "cliffs",
+                        "tower", "towers", "crowd", "audience", "he", "she", "it", "they",
+                        "who", "then", "slowly", "suddenly"]},
+    "building": {"after": ["block", "blocks", "trust", "muscle", "confidence", "up"],
+                 "before": ["is", "are", "was", "were", "been", "be", "start", "started",
+                            "keep", "kept", "team", "muscle", "body", "nest", "trust",
+                            "capacity", "community", "character", "relationship",
+                            "confidence", "by"]},
+    "blaze": {"after": ["a trail", "a new trail", "of glory", "of colour", "of color",
+                        "of publicity", "trail", "trails", "away"]},
+    "blossom": {"after": ["into"]},
+    "shore": {"after": ["up"]},
+    "coast": {"after": ["along", "through", "to a stop", "to victory", "down the hill"]},
+    "quake": {"after": ["with", "in their boots", "in his boots", "in her boots"]},
+    "gorge": {"after": ["on", "themselves", "itself", "himself", "herself"]},
+    "harbor": {"after": ["doubts", "resentment", "feelings", "a grudge", "grudges", "hope",
+                         "hopes", "bacteria", "germs", "suspicion", "ambitions", "fears"]},
+    "harbour": {"after": ["doubts", "resentment", "feelings", "a grudge", "grudges", "hope",
+                          "hopes", "bacteria", "germs", "suspicion", "ambitions", "fears"]},
+    "pine": {"after": ["for", "away", "after"]},
+    "crow": {"after": ["about", "over", "s feet", "bar", "at dawn"],
+             "before": ["rooster", "roosters", "cockerel", "cock"]},
+    "parrot": {"after": ["fish"]},
+    "teaspoon": {"after": ["of"]},
+    "tablespoon": {"after": ["of"]},
+    "cup": {"after": ["of flour", "of sugar", "of rice", "of oil"],
+            "before": ["measuring"]},
+    "reservoir": {"after": ["of"], "before": ["oil", "gas", "ink", "fuel"]},
+    "demonstration": {"after": ["of", "how", "video", "videos"]},
+    "avenue": {"after": ["of", "for", "to"], "before": ["every", "another", "new", "an"]},
+    "forest": {"after": ["green", "of hands", "of masts", "of arms"]},
+    "ocean": {"after": ["of tears", "of possibilities", "of data"]},
+    "cop": {"after": ["out", "a"]},
+    "pilot": {"after": ["light", "lights"]},
+    "banana": {"before": ["go", "goes", "went", "going", "gone"]},
+    "kid": {"after": ["you", "glove", "gloves", "around"]},
+    "lady": {"after": ["bug", "bugs", "finger", "fingers", "s slipper"]},
+    "catcher": {"before": ["dream", "fly"]},
+    "rider": {"after": ["to the", "to a", "clause"]},
+    "vendor": {"after": ["lock in", "lock", "neutral"], "before": ["software", "cloud",
+                                                                  "hardware", "third party"]},
+}
+# Words for the young or the sex of an animal name that animal's young, not the class they
+# are a synonym of: "an elephant calf", "a seal pup", "a bull moose", "a zebra foal".
+_WILD_SPECIES = ["elephant", "giraffe", "whale", "dolphin", "hippo", "hippopotamus", "rhino",
+                 "rhinoceros", "moose", "elk", "deer", "buffalo", "bison", "camel", "seal",
+                 "walrus", "zebra", "donkey", "wolf", "fox", "otter", "shark", "bat", "goat",
+                 "antelope", "yak", "reindeer", "caribou"]
+_YOUNG_OR_SEX_OF = {
+    "calf": {"before": _WILD_SPECIES},
+    "foal": {"before": _WILD_SPECIES},
+    "pup": {"before": _WILD_SPECIES},
+    "puppy": {"before": _WILD_SPECIES},
+    "kid": {"before": ["goat", "goats"]},
+    "bull": {"after": _WILD_SPECIES + ["shark", "frog", "frogs", "terrier"]},
+    "cow": {"after": _WILD_SPECIES, "before": ["sea"]},
+    "lamb": {"before": ["sacrificial"]},
+}
+# A class word inside the name of another species or of a colour pattern: "snow leopard",
+# "sun bear", "rock python", "water buffalo", "tiger stripes", "salmon pink".
+_IN_ANOTHER_NAME = {
+    "snow": ["leopard", "leopards", "goose", "geese", "owl", "owls", "monkey", "monkeys",
+             "boot", "boots", "globe", "globes", "cone", "cones"],
+    "sun": ["bear", "bears"],
+    "moon": ["bear", "bears", "jellyfish"],
+    "sand": ["shark", "sharks", "cat", "cats", "fly", "flies"],
+    "rock": ["pigeon", "pigeons", "python", "pythons", "lobster", "lobsters"],
+    "grass": ["snake", "snakes", "green"],
+    "water": ["buffalo", "buffalos", "buffaloes"],
+    "garden": ["snail", "snails"],
+    "house": ["mouse", "mice"],
+    "reef": ["shark", "sharks"],
+    "fire": ["salamander", "salamanders"],
+    "cat": ["fish"],
+    "dog": ["fish"],
+    "tiger": ["moth", "moths", "beetle", "beetles", "stripe", "stripes", "print", "pattern"],
+    "cow": ["print", "pattern", "spots"],
+    "giraffe": ["print", "pattern"],
+    "salmon": ["pink", "colored", "coloured", "color", "colour"],
+    "sandy": ["hair", "haired", "brown", "blonde", "beige", "colored", "coloured"],
+    "ocean": ["blue"],
+    "stool": ["sample", "samples", "test", "tests", "softener"],
+    "duck": ["breast", "breasts", "confit", "fat", "a l orange", "egg", "eggs"],
+    "troop": ["of monkey", "of baboon", "of ape", "of chimpanzee", "of gorilla"],
+}
+_OTHER_SPECIES_HEAD = {
+    "fox": ["flying"],
+    "bear": ["koala"],
+    "duck": ["roast", "peking", "crispy", "braised"],
+    "goose": ["roast"],
+    "game": ["big", "fair"],
+}
+
+_WEARABLE = ["gown", "dress", "robe", "veil", "skirt", "cloak", "coat", "cape",
+             "wedding dress", "bridal gown"]
+
+
+def _merged(*tables) -> dict:
+    """One {phrase: {"after": [...], "before": [...]}} table from several, phrase lists
+    joined; a table may also be {phrase: [after, ...]} or {phrase: [before, ...]} when
+    given as ("after", table) or ("before", table)."""
+    result: dict = {}
+    for side_and_table in tables:
+        side, table = side_and_table if isinstance(side_and_table, tuple) else (None, side_and_table)
+        for phrase, context in table.items():
+            entry = result.setdefault(phrase, {"after": [], "before": []})
+            if side is not None:
+                entry[side] = entry[side] + list(context)
+                continue
+            for key in ("after", "before"):
+                entry[key] = entry[key] + list(context.get(key, ()))
+    return result
+
+
+CONTEXT_VETOES = _merged(
+    _VETOES_BY_WORD,
+    {noun: _PERSON_AS_MODIFIER for noun in _PERSON_NOUNS},
+    ("after", _NOUN_AS_MODIFIER),
+    ("before", _OTHER_THING_COMPOUND),
+    _VERB_SENSE,
+    _YOUNG_OR_SEX_OF,
+    ("after", _IN_ANOTHER_NAME),
+    ("before", _OTHER_SPECIES_HEAD),
+    {"game": {"after": ["reserve", "reserves", "bird", "birds", "meat", "warden", "wardens",
+                        "drive", "drives", "park", "parks"]}},
+    # the train of a gown, not the vehicle
+    {"train": {"after": [f"of {det} {wear}" for det in ("the", "a", "her", "his", "its",
+                                                        "their")
+                         for wear in _WEARABLE] + [f"of {wear}" for wear in _WEARABLE],
+               "before": ["bridal"]}},
+)
+
 # Words that are verbs as often as nouns: a match is dropped after one of `VERB_LEADS` (but
 # "next to a bear" stays) or before one of `OBJECT_WORDS` ("to tie the boat", "sinks into").
 VERB_HOMOGRAPHS = ["bear", "sink", "tie", "train", "book", "sign", "fire", "bowl", "duck",
                    "map", "bridge", "dock", "wave", "bat", "rock", "plant", "house", "water",
                    "fish", "sand", "monitor", "screen", "flag", "chair", "purse", "groom",
-                   "leaf"]
+                   "leaf", "taxi", "ship", "ferry", "bus", "truck", "backpack", "spoon",
+                   "phone", "microwave", "building", "garden", "harbor", "harbour", "coast",
+                   "sport", "quake", "gorge", "parrot", "crow", "pilot", "doctor", "bottle",
+                   "table", "cop", "shore", "stone", "tower", "police", "rally", "cloud"]
 VERB_LEADS = ["to", "can", "cannot", "could", "will", "would", "may", "might", "must",
               "should", "shall", "not", "never", "often", "always", "usually", "sometimes",
               "also", "slowly", "gently", "quickly", "i", "you", "he", "she", "it", "we",
@@ -654,6 +937,47 @@ FUNCTION_WORDS = [
     "when", "where", "because", "if", "during", "after", "before", "beneath", "across",
     "among", "between", "through", "against", "along", "around", "about", "like", "bear",
     "reef", "reefs"]
+# Nouns after which "the" starts a measure phrase, not a verb's object ("a bear the size of
+# a car").
+MEASURE_NOUNS = ["size", "length", "height", "weight", "width", "colour", "color", "shape",
+                 "age", "breadth", "depth"]
+_MEASURE_ADJECTIVES = ["big", "large", "small", "tall", "long", "short", "heavy", "light",
+                       "high", "wide", "fast", "tiny", "huge"]
+_COMPARATIVES = ["bigger", "larger", "smaller", "taller", "longer", "shorter", "heavier",
+                 "lighter", "higher", "wider"]
+# Phrases before a standard of comparison or a likeness: a kind named after one is not there
+# ("as big as a car", "the size of a football", "shaped like a bowl"); one made specific by
+# a word of `SPECIFIC_DETERMINERS` may be ("the cat is smaller than the dog").
+COMPARISONS = ["size of", "similar in size to", "compared to", "compared with", "look like",
+               "looks like", "looked like", "shaped like", "resemble", "resembles",
+               "resembled", "resembling", "reminiscent of", "in the shape of", "mistaken for",
+               *(f"as {adjective} as" for adjective in _MEASURE_ADJECTIVES),
+               *(f"{comparative} than" for comparative in _COMPARATIVES)]
+SPECIFIC_DETERMINERS = ["the", "this", "that", "these", "those", "his", "her", "its", "their",
+                        "my", "your", "our"]
+# Nouns that are mostly verbs: they name their class only right after one of `DETERMINERS`
+# ("the falls of the river", not "snow falls").
+AFTER_DETERMINER = ["falls"]
+DETERMINERS = ["the", "these", "those", "its", "their", "our", "his", "her", "twin",
+               "upper", "lower", "mighty", "roaring", "famous", "great", "spectacular"]
+# Class words that are also the names of companies, people or products: a capital inside a
+# sentence makes them a name ("Apple released", "Orange, the phone network", "Windows").
+PROPER_NAMES = ["apple", "orange", "window"]
+# Words that do not name their class where the sentence holds a word of their other sense:
+# a table of data, Apple the company, a bat that flies, a seismic report.
+AVOIDS_CONTEXT = {
+    "table": ["result", "column", "report", "data", "spreadsheet", "appendix", "chapter",
+              "statistic", "statistics", "database", "chart", "percentage", "percent",
+              "summary", "entries"],
+    "cloud": ["data", "storage", "server", "servers", "upload", "uploaded", "software",
+              "computing", "backup", "app", "online", "file", "account", "provider"],
+    "vessel": ["blood", "heart", "artery", "arteries", "vein", "veins", "capillary",
+               "capillaries", "lymph", "organ", "organs", "tissue", "xylem", "phloem",
+               "pottery", "ceramic", "clay"],
+    "apple": ["iphone", "ipad", "ipod", "mac", "macbook", "company", "ceo", "released",
+              "announced", "launched", "unveiled", "software", "brand", "headquarters",
+              "cupertino", "samsung", "microsoft", "google"],
+}
 # Words that name their class only beside one of these somewhere in the sentence.
 NEEDS_CONTEXT = {
     "mouse": ["computer", "keyboard", "laptop", "click", "clicks", "clicking", "cursor",

@@ -15,6 +15,7 @@ from llm_knowledge.synonyms import BUILTIN_SYNONYMS, default_synonyms
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_FILE = REPO / "tests" / "data" / "labelling_eval.tsv"
+HELDOUT_FILE = REPO / "tests" / "data" / "labelling_heldout2.tsv"
 
 
 @pytest.mark.parametrize("word, expected", [
@@ -98,9 +99,98 @@ def _builtin(name):
     ("coco", "Two oranges and a mouse next to the keyboard.", ["orange", "mouse", "keyboard"]),
     ("coco", "An orange cat and an orange.", ["cat", "orange"]),
     ("coco", "The sink in the kitchen; the ship begins to sink.", ["boat", "sink"]),
+    # kinds of ambiguity generalised from the first held-out set
+    ("coco", "The table lists the scores of each team.", []),  # a table of data
+    ("coco", "The report's summary table is on page two.", []),
+    ("coco", "Apple unveiled its new laptop.", ["laptop"]),  # the company
+    ("coco", "She bought a phone from Apple yesterday.", ["cell phone"]),  # a name inside
+    ("coco", "Apples and a phone lie on the desk.", ["apple", "cell phone"]),
+    ("voc2007", "The plane taxis to the runway.", ["aeroplane"]),  # a verb after its subject
+    ("voc2007", "A taxi waits outside the hotel.", ["car"]),
+    ("voc2007", "A bulldog naps beside the farmer.", ["dog", "person"]),  # closed compounds
+    ("nuswide", "The sun rose above the lake.", ["lake", "sun"]),  # "rose", the verb
+    ("nuswide", "A rose blooms by the gate.", ["flowers"]),
+    ("nuswide", "Tourists admire the falls.", ["person", "waterfall"]),  # noun after "the"
+    ("nuswide", "Rain falls on the village.", ["town"]),
+    ("nuswide", "Herbs grow in the cottage garden.", ["garden"]),  # a noun as modifier
+    ("nuswide", "A tourist attraction draws crowds.", ["person"]),
+    ("coco", "The hot dog stand sells drinks.", []),
+    ("nuswide", "The show's running time is short.", []),
+    ("nuswide", "The train of her wedding dress is long.", []),  # not the vehicle
+    ("coco", "A keeper feeds the giraffe.", ["person", "giraffe"]),  # role nouns
+    # comparisons, young of other species, measure phrases
+    ("coco", "An elephant can be as heavy as a small truck.", ["elephant"]),
+    ("coco", "The dog is smaller than the cat.", ["cat", "dog"]),  # a particular cat
+    ("coco", "A whale calf is larger than a car.", []),
+    ("coco", "A bear the size of a car.", ["bear"]),
+    ("nuswide", "A bull elk crosses the road.", ["elk", "road"]),
+    ("nuswide", "A snow leopard rests on a rock.", ["rocks"]),
+    ("nuswide", "The birds are building a nest.", ["birds"]),
+    ("nuswide", "The building faces the river.", ["buildings", "water"]),
 ])
 def test_context_rules_drop_other_meanings(class_set, text, expected):
     assert _builtin(class_set).find(text) == expected
+
+
+def _rules(**tables):
+    """Context rules made only of the given tables (the rest empty)."""
+    return ContextRules.from_tables(tables.pop("vetoes", {}), tables.pop("verbs", ()), (), {},
+                                    tables.pop("verb_leads", ()), tables.pop("objects", ()),
+                                    (), **tables)
+
+
+def test_avoids_drops_a_word_whose_other_sense_is_in_the_sentence():
+    labeller = Labeller(["dining table"], {"dining table": ["table"]},
+                        _rules(avoids={"table": ["report", "column"]}))
+    assert labeller.find("The columns of the table.") == []
+    assert labeller.find("See the table in the reports.") == []  # lemmatised: report
+    assert labeller.find("The table is set for dinner.") == ["dining table"]
+
+
+def test_after_determiner_keeps_a_mostly_verb_noun_only_after_a_determiner():
+    labeller = Labeller(["waterfall"], {"waterfall": ["falls"]},
+                        _rules(after_determiner=["falls"], determiners=["the", "twin"]))
+    assert labeller.find("The twin falls roar.") == ["waterfall"]
+    assert labeller.find("We hiked to the falls.") == ["waterfall"]
+    assert labeller.find("Snow falls.") == []
+    assert labeller.find("Falls.") == []  # nothing before it
+
+
+def test_proper_names_are_dropped_when_capitalised_inside_a_sentence():
+    labeller = Labeller(["apple", "dog"], rules=_rules(proper_names=["apple"]))
+    assert labeller.find("She works at Apple.") == []
+    assert labeller.find("Apples are red.") == ["apple"]  # a capital that starts a sentence
+    assert labeller.find("Lunch: Apple slices.") == ["apple"]  # ... or follows a colon
+    assert labeller.find("We ate an APPLE and saw a Dog.") == ["apple", "dog"]
+
+
+def test_measure_phrase_after_a_verb_homograph_keeps_the_noun():
+    labeller = Labeller(["bear"], rules=_rules(verbs=["bear"], verb_leads=["they"],
+                                               objects=["the"], measures=["size"]))
+    assert labeller.find("A bear the size of a car.") == ["bear"]
+    assert labeller.find("Ropes bear the load.") == []
+    assert labeller.find("They bear it.") == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A dog as big as a horse.", ["dog"]),
+    ("A dog as big as a small horse.", ["dog"]),  # an adjective between
+    ("A dog as big as the horse.", ["dog", "horse"]),  # a particular horse
+    ("A dog bigger than the old horse.", ["dog", "horse"]),
+    ("It is as big as, well, a horse.", ["horse"]),  # punctuation ends the comparison
+    ("As big as a large grey old horse.", ["horse"]),  # more than COMPARISON_GAP words
+])
+def test_comparisons_drop_the_standard_compared_with(text, expected):
+    labeller = Labeller(["dog", "horse"], rules=_rules(
+        comparisons=["as big as", "bigger than"], specific=["the"]))
+    assert labeller.find(text) == expected
+
+
+def test_vetoes_of_phrases_that_lemmatise_alike_are_joined():
+    labeller = Labeller(["castle"], rules=_rules(vetoes={
+        "castle": {"before": ["sand"]}, "castles": {"after": ["in the air"]}}))
+    assert labeller.find("A sand castle and castles in the air.") == []
+    assert labeller.find("Two castles on a hill.") == ["castle"]
 
 
 def test_context_rules_can_be_switched_off():
@@ -120,6 +210,17 @@ def test_hand_labelled_set_meets_the_precision_and_recall_bar():
                        for e, found in errors)
     assert overall.precision >= 0.97 and overall.recall >= 0.95, report
     assert all(s.precision >= 0.97 and s.recall >= 0.95 for s in scores.values()), report
+
+
+def test_heldout_set_is_new_and_covers_every_class_set():
+    """labelling_heldout2.tsv was written after the rules were final and measured once
+    (P 0.955 / R 0.917, below the bar, so no test asserts a figure on it)."""
+    heldout = read_examples(HELDOUT_FILE)
+    assert len(heldout) >= 150
+    per_set = {name: sum(e.class_set == name for e in heldout) for name in BUILTIN_SYNONYMS}
+    assert min(per_set.values()) >= 40, per_set
+    tuned_on = {e.text for e in read_examples(EVAL_FILE)}
+    assert not [e.text for e in heldout if e.text in tuned_on]
 
 
 def test_evaluation_counts_labels_micro(tmp_path):
@@ -148,13 +249,18 @@ def test_evaluation_file_errors_name_the_line(tmp_path, line, message):
         read_examples(data)
 
 
-def test_eval_script_prints_both_figures_per_class_set(capsys):
+def test_eval_script_prints_both_figures_per_class_set_for_both_sets(capsys):
     spec = importlib.util.spec_from_file_location("eval_labeller", REPO / "scripts" / "eval_labeller.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main([str(EVAL_FILE)]) == 0
+    assert script.main([]) == 0
     out = capsys.readouterr().out
-    scores = evaluate(read_examples(EVAL_FILE))[0]
-    for name, score in scores.items():
-        assert re.search(rf"^{name}\s+{score.sentences}\s+{score.tp}\s+{score.fp}\s+{score.fn}\s+"
-                         rf"{score.precision:.3f}\s+{score.recall:.3f}$", out, re.MULTILINE)
+    tables = out.split("\n\n")
+    assert [table.splitlines()[0] for table in tables] == [str(EVAL_FILE), str(HELDOUT_FILE)]
+    for path, table in zip((EVAL_FILE, HELDOUT_FILE), tables):
+        scores = evaluate(read_examples(path))[0]
+        assert len(scores) == 3
+        for name, score in scores.items():
+            assert re.search(rf"^{name}\s+{score.sentences}\s+{score.tp}\s+{score.fp}\s+"
+                             rf"{score.fn}\s+{score.precision:.3f}\s+{score.recall:.3f}$",
+                             table, re.MULTILINE)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hiprompt.knowledge import KnowledgeFolder
+from llm_knowledge import pipeline as pipeline_module
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import (
     BackendError, BackendOptions, backend_class, create_backend, register_backend,
@@ -282,7 +283,7 @@ def test_partial_rerun_for_other_classes_carries_nothing_stale(tmp_path, capsys)
     four.write_text("dog\ncat\ncar\nbus\n")
     assert _cli(tmp_path, "--classes", str(four), "--backend", "scripted", "--profile", "small",
                 "--stages", "groups") == 0
-    assert (f"{out} was made for other classes, synonyms, counts, questions or back-end: its "
+    assert (f"{out} was made for other classes, synonyms, counts, questions, labelling rules or back-end: its "
             "attributes, coarse, fine, relation output is not carried forward"
             in capsys.readouterr().err)
     assert sorted(_files(out)) == ["classnames.txt", "groups.json", "manifest.json",
@@ -511,3 +512,13 @@ def test_fully_cached_rerun_needs_no_server(tmp_path, capsys):
         f"the answers cached for these settings are from model 'm1', but the LLM server at {url} "
         "serves ['m2']: pass --model to choose")
     assert _files(out) == before
+
+
+def test_a_rerun_after_the_labelling_rules_changed_carries_nothing(tmp_path, capsys, monkeypatch):
+    config = _config(tmp_path)
+    run(config)
+    monkeypatch.setattr(pipeline_module, "rules_digest", lambda: "0" * 64)  # as after an edit of the rules
+    config.stages = ("groups",)
+    manifest = run(config)
+    assert manifest["carried_forward"] == [] and manifest["made_for"]["labeller_sha256"] == "0" * 64
+    assert "labelling rules" in capsys.readouterr().err

@@ -138,3 +138,15 @@ def test_max_epoch_may_grow_on_resume_unless_the_schedule_depends_on_it():
                            parts=("settings",)) == ["OPTIM.MAX_EPOCH: 2 there, 5 now"]
     assert run_differences(None, longer, epoch=2) == [
         "the checkpoint records no settings (written before runs were fingerprinted)"]
+
+
+def test_a_setting_added_after_the_checkpoint_differs_only_away_from_its_default():
+    saved = {"settings": {"OPTIM.MAX_EPOCH": 2}}  # written before TRAINER.HIPROMPT.CTX_INIT existed
+    at_default = {"settings": {"OPTIM.MAX_EPOCH": 2, "TRAINER.HIPROMPT.CTX_INIT": ""}}
+    assert run_differences(saved, at_default, epoch=1, parts=("settings",)) == []
+    changed = {"settings": {"OPTIM.MAX_EPOCH": 2, "TRAINER.HIPROMPT.CTX_INIT": "a photo of a"}}
+    assert run_differences(saved, changed, epoch=1, parts=("settings",)) == [
+        "TRAINER.HIPROMPT.CTX_INIT: '(absent)' there, 'a photo of a' now"]
+    removed = {"settings": {"OPTIM.MAX_EPOCH": 2, "TRAINER.HIPROMPT.CTX_INIT": ""}}
+    assert run_differences(removed, saved, epoch=1, parts=("settings",)) == [
+        "TRAINER.HIPROMPT.CTX_INIT: '' there, '(absent)' now"]

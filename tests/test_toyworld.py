@@ -8,6 +8,7 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from hiprompt.toyworld.draw import SHAPES, make_image, render
 from hiprompt.toyworld.generate import write_dataset
 from hiprompt.toyworld.model import RECORD_PATH, WEIGHTS_PATH, images_to_tensor, load_toy_clip
 from hiprompt.toyworld.oracle import ToyOracleBackend
-from hiprompt.toyworld.pretrain import pretrain
+from hiprompt.toyworld.pretrain import ImagePool, pretrain
 from hiprompt.toyworld.world import (
     CLASS_INFO, CLASS_NAMES, COMPANIONS, SCENE_CLASSES, SCENE_INFO, TOY, SceneSample, never_together,
     sample_scene,
@@ -165,9 +166,52 @@ def test_generate_writes_the_custom_csv_format(tmp_path):
 
 # ----------------------------------------------------------------- toy CLIP
 def test_pretraining_is_deterministic_on_a_tiny_run():
-    _, first = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
-    _, again = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
+    _, first, _ = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
+    _, again, _ = pretrain(seed=0, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0)
     assert first == again and all(np.isfinite(first))
+
+
+def test_image_pool_holds_the_drawn_images_and_recaptions_each_pass():
+    pool = ImagePool(seed=3, size=10, world=TOY, workers=1)
+    for index in (0, 9):
+        image, sample = make_image(3, index)
+        assert np.array_equal(pool.pixels[index], np.asarray(image.convert("RGB")))
+        assert pool.samples[index] == sample
+    assert np.array_equal(ImagePool(seed=3, size=10, world=TOY, workers=2).pixels, pool.pixels)
+    tokenizer = open_clip.get_tokenizer("RN50")
+    # batch 4 of a 10-image pool: step 2 takes positions 8, 9 of pass 0 and 0, 1 of pass 1
+    first, second = pool.order(0), pool.order(1)
+    assert sorted(first) == list(range(10)) and not np.array_equal(first, second)
+    expected = [(int(first[8]), 0), (int(first[9]), 0), (int(second[0]), 1), (int(second[1]), 1)]
+    images, tokens = pool.batch(2, 4, tokenizer)
+    assert torch.equal(images, images_to_tensor([make_image(3, i)[0] for i, _ in expected]))
+    captions = [caption_for(pool.samples[i], 3, i, TOY, draw=epoch) for i, epoch in expected]
+    assert torch.equal(tokens, tokenizer(captions))
+    assert caption_for(pool.samples[0], 3, 0, TOY, draw=0) == caption_for(pool.samples[0], 3, 0, TOY)
+
+
+def test_interrupted_pretraining_resumes_as_if_uninterrupted(tmp_path, monkeypatch):
+    pool = ImagePool(seed=0, size=16, world=TOY)
+    settings = dict(seed=0, steps=4, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0, world=TOY, pool=pool)
+    model, losses, _ = pretrain(**settings)
+    checkpoint = tmp_path / "clip.ckpt"
+    real_batch = ImagePool.batch
+
+    def interrupted(self, step, *args):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_batch(self, step, *args)
+
+    monkeypatch.setattr(ImagePool, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(**settings, checkpoint=checkpoint, checkpoint_every=2)
+    assert len(torch.load(checkpoint, weights_only=True)["losses"]) == 2
+    monkeypatch.setattr(ImagePool, "batch", real_batch)
+    resumed, resumed_losses, _ = pretrain(**settings, checkpoint=checkpoint, checkpoint_every=2)
+    assert resumed_losses == losses
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(SystemExit, match="other settings"):
+        pretrain(**{**settings, "lr": 2e-3}, checkpoint=checkpoint, checkpoint_every=2)
 
 
 def test_shipped_weights_match_their_record():

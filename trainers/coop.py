@@ -3,7 +3,8 @@
 
 It is the hierarchical learner with a CoOp composition (configs/trainers/CoOp/*.yaml):
 `TRAINER.HIPROMPT.N_CTX_SHARED 16` (CoOp's default length), or for CSC
-`TRAINER.HIPROMPT.N_CTX_SHARED 0 TRAINER.HIPROMPT.N_CTX_CLASS 16`.
+`TRAINER.HIPROMPT.N_CTX_SHARED 0 TRAINER.HIPROMPT.N_CTX_CLASS 16`. CoOp's CTX_INIT and
+CLASS_TOKEN_POSITION are `TRAINER.HIPROMPT.CTX_INIT` and `.CLASS_TOKEN_POSITION` (hiprompt/config.py).
 """
 
 from hiprompt.registry import TRAINER_REGISTRY

@@ -106,6 +106,8 @@ def caption(sample: SceneSample, rng: np.random.Generator, world: World = TOY) -
     return describe(sample, rng, world).text
 
 
-def caption_for(sample: SceneSample, seed: int, index: int, world: World = TOY) -> str:
-    """The caption of image `index` of a seed (its own random stream, apart from drawing)."""
-    return caption(sample, np.random.default_rng([seed, index, 1]), world)
+def caption_for(sample: SceneSample, seed: int, index: int, world: World = TOY, draw: int = 0) -> str:
+    """The caption of image `index` of a seed (its own random stream, apart from drawing);
+    `draw` > 0 gives the same image further, independent captions."""
+    stream = [seed, index, 1] if draw == 0 else [seed, index, 1, draw]
+    return caption(sample, np.random.default_rng(stream), world)

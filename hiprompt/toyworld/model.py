@@ -29,9 +29,14 @@ def load_toy_clip(path=None, world: World = TOY) -> ClipBackbone:
     return build_clip(world.clip_config, str(path))
 
 
-def images_to_tensor(images) -> torch.Tensor:
-    """PIL RGB images of the world's size -> [B, 3, H, W] normalised as CLIP's input."""
-    array = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 RGB pixels [B, H, W, 3] -> [B, 3, H, W] normalised as CLIP's input."""
+    array = pixels.astype(np.float32) / 255.0
     mean = np.asarray(OPENAI_DATASET_MEAN, dtype=np.float32)
     std = np.asarray(OPENAI_DATASET_STD, dtype=np.float32)
     return torch.from_numpy((array - mean) / std).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
+
+
+def images_to_tensor(images) -> torch.Tensor:
+    """PIL RGB images of the world's size -> [B, 3, H, W] normalised as CLIP's input."""
+    return pixels_to_tensor(np.stack([np.asarray(image.convert("RGB")) for image in images]))
