@@ -101,7 +101,7 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 def contrastive_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     image_features, text_features, logit_scale = model(images, tokens)  # [B, D], [B, D], []
     logits = logit_scale * image_features @ text_features.t()  # [B, B]
-    targets = torch.arange(logits.shape[0])
+    targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
@@ -114,10 +114,12 @@ def parameter_groups(model: CLIP, weight_decay: float):
 
 
 def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int,
-             world: World = TOY, pool: ImagePool = None, checkpoint: Path = None, checkpoint_every: int = 0):
-    """Train the world's toy CLIP (on `pool` when given, else on fresh images); returns
-    (model, losses per step, training seconds). Leaves torch's global RNG and determinism
-    setting as they were.
+             world: World = TOY, pool: ImagePool = None, checkpoint: Path = None, checkpoint_every: int = 0,
+             device: str = "cpu"):
+    """Train the world's toy CLIP (on `pool` when given, else on fresh images) on `device`;
+    returns (model, losses per step, training seconds). Leaves torch's global RNG and
+    determinism setting as they were (deterministic algorithms are asked for on the CPU;
+    on CUDA they only warn where none exists).
 
     checkpoint: a file written (atomically) every `checkpoint_every` steps with the model,
     the optimiser, the losses so far and the settings; when it exists at the start, training
@@ -126,13 +128,14 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: fl
     settings = {"world": world.name, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "pool": len(pool) if pool is not None else 0}
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=torch.device(device).type != "cpu")
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return _train(settings, log_every, world, pool, checkpoint, checkpoint_every)
+            torch.manual_seed(seed)  # the model is made on the CPU, so its start is the same everywhere
+            return _train(settings, log_every, world, pool, checkpoint, checkpoint_every, torch.device(device))
     finally:
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
@@ -151,9 +154,10 @@ def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
     return list(state["losses"]), float(state["seconds"])
 
 
-def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkpoint: Path, checkpoint_every: int):
+def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkpoint: Path, checkpoint_every: int,
+           device: torch.device):
     seed, steps, batch_size, lr = settings["seed"], settings["steps"], settings["batch_size"], settings["lr"]
-    model = CLIP(**TINY_CONFIGS[world.clip_config]).to(memory_format=torch.channels_last)
+    model = CLIP(**TINY_CONFIGS[world.clip_config]).to(device, memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer("RN50")
     optimiser = torch.optim.AdamW(parameter_groups(model, settings["weight_decay"]), lr=lr, betas=(0.9, 0.98),
                                   eps=1e-6)
@@ -167,7 +171,8 @@ def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkp
             images, tokens = batch(seed, step, batch_size, tokenizer, world)
         else:
             images, tokens = pool.batch(step, batch_size, tokenizer)
-        loss = contrastive_loss(model, images.contiguous(memory_format=torch.channels_last), tokens)
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        loss = contrastive_loss(model, images, tokens.to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -181,7 +186,7 @@ def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkp
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             atomic_torch_save({"settings": settings, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                "losses": losses, "seconds": seconds}, checkpoint)
-    return model.eval(), losses, seconds_before + time.time() - start
+    return model.cpu().eval(), losses, seconds_before + time.time() - start
 
 
 def float16_state_dict(model: CLIP) -> dict:
@@ -210,6 +215,7 @@ def main(argv=None):
                         help="render this many images once and train on passes over them (0: fresh images every step)")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the model trains: cpu | cuda | cuda:N")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--checkpoint-every", type=int, default=200,
                         help="write OUT.ckpt every this many steps (0: never); a run finding it goes on from it")
@@ -223,7 +229,7 @@ def main(argv=None):
         print(f"rendered a pool of {len(pool)} images in {pool_seconds:.0f} s", flush=True)
     checkpoint = args.out.with_suffix(".ckpt")
     model, losses, seconds = pretrain(args.seed, args.steps, args.batch_size, args.lr, args.weight_decay,
-                                      args.log_every, world, pool, checkpoint, args.checkpoint_every)
+                                      args.log_every, world, pool, checkpoint, args.checkpoint_every, args.device)
     atomic_torch_save(float16_state_dict(model), args.out)
     checkpoint.unlink(missing_ok=True)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
@@ -233,10 +239,11 @@ def main(argv=None):
         "config": world.clip_config,
         "config_values": TINY_CONFIGS[world.clip_config],
         "seed": args.seed, "steps": args.steps, "pool": args.pool, "batch_size": args.batch_size, "lr": args.lr,
-        "weight_decay": args.weight_decay, "threads": args.threads,
+        "weight_decay": args.weight_decay, "threads": args.threads, "device": args.device,
         "final_loss": round(sum(tail) / len(tail), 4), "loss_curve": loss_summary(losses),
         "logit_scale": round(model.logit_scale.detach().exp().item(), 3),
-        "seconds": round(seconds, 1), "pool_seconds": round(pool_seconds, 1), "workers": args.workers, "torch": torch.__version__, "weights": args.out.name,
+        "seconds": round(seconds, 1), "pool_seconds": round(pool_seconds, 1), "workers": args.workers,
+        "torch": torch.__version__, "weights": args.out.name,
         "sha256": digest,
     }
     atomic_write_json(args.out.with_suffix(".json"), record)
