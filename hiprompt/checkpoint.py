@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .config import get_cfg_default, result_settings
 from .fileio import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ def run_differences(saved, current, epoch: int, parts=FINGERPRINT_PARTS) -> list
     run of the new length would have. A setting the checkpoint predates (added to the schema
     later) is no difference while it has its default, the behaviour from before it existed.
     """
-    from .config import get_cfg_default, result_settings  # here: the config imports the learner
-
     defaults = result_settings(get_cfg_default())
     if saved is None:
         return ["the checkpoint records no settings (written before runs were fingerprinted)"]
