@@ -6,8 +6,11 @@ PNG, and the toy world, whose predictions must beat chance by a wide margin."""
 import csv
 import importlib.util
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -120,7 +123,17 @@ def test_scores_follow_the_fusion_equation_and_exif_is_applied(tmp_path, tiny_cl
 
 
 # -- errors ------------------------------------------------------------------------------------
-def test_missing_weights_fail_with_the_weights_message(tmp_path, capsys):
+def test_missing_weights_fail_with_the_weights_message(tmp_path, monkeypatch, capsys):
+    # an offline machine with nothing cached: the Hugging Face cache and open_clip's URL cache
+    # (~/.cache/clip) are empty folders, and no URL can be opened
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     code = main(["tag", "--prompts", str(tmp_path / "p.pt"), "--images", str(tmp_path), "--out",
                  str(tmp_path / "p.csv"), "--no-progress"])
     assert code == 2
