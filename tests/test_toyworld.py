@@ -12,6 +12,7 @@ import open_clip
 import pytest
 import torch
 
+from hiprompt.clip import build_clip
 from hiprompt.toyworld.captions import caption_for
 from hiprompt.toyworld.draw import SHAPES, make_image, render
 from hiprompt.toyworld.generate import write_dataset
@@ -22,7 +23,7 @@ from hiprompt.toyworld.world import (
     CLASS_INFO, CLASS_NAMES, COMPANIONS, SCENE_CLASSES, SCENE_INFO, TOY, SceneSample, never_together,
     sample_scene,
 )
-from hiprompt.toyworld.zeroshot import held_out_set, mean_average_precision, zero_shot_scores
+from hiprompt.toyworld.zeroshot import evaluate, held_out_set, mean_average_precision, zero_shot_scores
 
 torch.set_num_threads(2)
 
@@ -235,6 +236,18 @@ def test_shipped_toy_clip_recognises_held_out_objects_zero_shot():
     assert random_map < 30
     assert global_map > random_map + 30, (global_map, random_map)
     assert dense_map > random_map + 20, (dense_map, random_map)
+
+
+def test_zero_shot_check_scores_a_candidates_weights(tmp_path):
+    # an untrained CLIP of the same config, saved as a state dict: near random, while the
+    # shipped weights (also given by path) score as the default
+    untrained = tmp_path / "untrained.pt"
+    torch.save(build_clip("toy", "random", seed=0).model.state_dict(), untrained)
+    shipped = evaluate(n_images=100, seed=1)
+    assert evaluate(n_images=100, seed=1, weights=WEIGHTS_PATH) == shipped
+    candidate = evaluate(n_images=100, seed=1, weights=untrained)
+    assert candidate["random"] == shipped["random"]
+    assert candidate["fused"] < shipped["random"] + 15 < shipped["fused"]
 
 
 def test_images_to_tensor_shape_and_normalisation():

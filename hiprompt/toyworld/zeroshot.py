@@ -1,9 +1,10 @@
 """Zero-shot check of the toy CLIP: hand-crafted prompts scored on held-out world images.
 
-    python -m hiprompt.toyworld.zeroshot --n-images 400 --seed 1 [--world toy80]
+    python -m hiprompt.toyworld.zeroshot --n-images 400 --seed 1 [--world toy80] [--weights FILE]
 
 Prints mAP of the global, dense and fused (λ2 · global + (1 − λ2) · dense) scores, and of
-random scores, so the shipped weights can be checked against docs/toyworld.md.
+random scores, so the shipped weights can be checked against docs/toyworld.md (or a
+candidate's, `--weights`, before it replaces them).
 """
 
 import argparse
@@ -51,9 +52,10 @@ def zero_shot_scores(backbone, images: torch.Tensor, tau: float = DENSE_TAU, wor
 
 
 def evaluate(n_images: int = 400, seed: int = 1, tau: float = DENSE_TAU, weight: float = FUSION_WEIGHT,
-             world: World = TOY) -> dict:
-    """mAP (percent) of global, dense, fused and random scores on held-out images."""
-    backbone = load_toy_clip(world=world)
+             world: World = TOY, weights=None) -> dict:
+    """mAP (percent) of global, dense, fused and random scores on held-out images, with the
+    world's shipped CLIP or the state-dict file `weights`."""
+    backbone = load_toy_clip(weights, world=world)
     images, labels = held_out_set(seed, n_images, world)
     global_score, dense_score = zero_shot_scores(backbone, images, tau, world)
     fused = fuse(global_score, dense_score, weight)
@@ -73,10 +75,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="world seed of the held-out images (pretraining uses 0)")
     parser.add_argument("--tau", type=float, default=DENSE_TAU)
     parser.add_argument("--weight", type=float, default=FUSION_WEIGHT, help="λ2, the global score's weight")
+    parser.add_argument("--weights", help="a state-dict file of the world's CLIP config (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = evaluate(args.n_images, args.seed, args.tau, args.weight, get_world(args.world))
+    results = evaluate(args.n_images, args.seed, args.tau, args.weight, get_world(args.world), args.weights)
     print(" ".join(f"{name} mAP {value:.1f}" for name, value in results.items()))
 
 
