@@ -23,13 +23,25 @@ from hiprompt.clip import build_clip
 from hiprompt.config import get_cfg_default
 from hiprompt.data.custom import read_custom_csv
 from hiprompt.data.transforms import TestTransform
-from hiprompt.dualcoop import DualCoOpModel, positive_margin, region_logits
+from hiprompt.dualcoop import DualCoOpModel, positive_margin
 from hiprompt.features import image_features
-from hiprompt.losses import asymmetric_loss
 from hiprompt.metrics import multilabel_metrics
 
 LOSS_WEIGHT = 0.03
 BATCH_SIZE = 32
+
+
+class FreeEmbeddings(torch.nn.Module):
+    """Positive and negative class embeddings ([C, D] each) as parameters, in the place of
+    DualCoOp's prompts."""
+
+    def __init__(self, num_classes: int, width: int):
+        super().__init__()
+        self.positive = torch.nn.Parameter(0.1 * torch.randn(num_classes, width))
+        self.negative = torch.nn.Parameter(0.1 * torch.randn(num_classes, width))
+
+    def class_embeddings(self):
+        return self.positive, self.negative
 
 
 def main(argv=None):
@@ -55,17 +67,15 @@ def main(argv=None):
     dense = torch.from_numpy(np.asarray(feats.dense_feats, dtype=np.float32))  # [N, P, D]
     labels = torch.from_numpy(np.asarray(image_set.labels, dtype=np.float32))  # [N, C]
 
-    if args.prompts == "free":
-        width, classes = dense.shape[-1], labels.shape[1]
-        positive = torch.nn.Parameter(0.1 * torch.randn(classes, width))  # [C, D]
-        negative = torch.nn.Parameter(0.1 * torch.randn(classes, width))
-        params, embeddings = [positive, negative], lambda: (positive, negative)
-    else:
-        dc = get_cfg_default().TRAINER.DUALCOOP
-        dc.defrost()
-        dc.CSC = args.prompts == "csc"
-        model = DualCoOpModel(clip, list(image_set.classnames), dc)
-        params, embeddings = list(model.prompts.parameters()), model.prompts.class_embeddings
+    free = FreeEmbeddings(labels.shape[1], dense.shape[-1]) if args.prompts == "free" else None
+    dc = get_cfg_default().TRAINER.DUALCOOP
+    dc.defrost()
+    dc.CSC = args.prompts == "csc"
+    dc.LOSS_WEIGHT = LOSS_WEIGHT
+    model = DualCoOpModel(clip, list(image_set.classnames), dc)
+    if free is not None:
+        model.prompts = free  # in the place of the prompt learner: the same loss and scores
+    params = list(model.prompts.parameters())
     if args.optim == "sgd":
         optimiser = torch.optim.SGD(params, lr=args.lr, momentum=0.9)
     else:
@@ -75,13 +85,13 @@ def main(argv=None):
     report_every = max(1, args.steps // 5)
     for step in range(args.steps):
         index = torch.randint(0, len(labels), (BATCH_SIZE,), generator=generator)
-        loss = LOSS_WEIGHT * asymmetric_loss(region_logits(dense[index], *embeddings()), labels[index])
+        loss, _ = model.loss(dense[index], labels[index])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         if (step + 1) % report_every == 0:
             with torch.no_grad():
-                scores = positive_margin(region_logits(dense, *embeddings())).numpy()  # [N, C]
+                scores = positive_margin(model.logits(dense, model.prompts.class_embeddings())).numpy()  # [N, C]
             fit = multilabel_metrics(scores, labels.numpy())["mAP"]
             print(f"{args.prompts} {args.optim} lr {args.lr} step {step + 1}: batch loss {loss.item():.3f}, "
                   f"mAP on the training images {fit:.2f}", flush=True)

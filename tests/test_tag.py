@@ -127,7 +127,6 @@ def test_missing_weights_fail_with_the_weights_message(tmp_path, monkeypatch, ca
     # an offline machine with nothing cached: the Hugging Face cache and open_clip's URL cache
     # (~/.cache/clip) are empty folders, and no URL can be opened
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     def offline(*args, **kwargs):
