@@ -4,6 +4,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import re
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ from hiprompt.toyworld.draw import SHAPES, make_image, render
 from hiprompt.toyworld.generate import write_dataset
 from hiprompt.toyworld.model import RECORD_PATH, WEIGHTS_PATH, images_to_tensor, load_toy_clip
 from hiprompt.toyworld.oracle import ToyOracleBackend
-from hiprompt.toyworld.pretrain import ImagePool, pretrain
+from hiprompt.toyworld.pretrain import ImagePool, learning_rate, pretrain
 from hiprompt.toyworld.world import (
     CLASS_INFO, CLASS_NAMES, COMPANIONS, SCENE_CLASSES, SCENE_INFO, TOY, SceneSample, never_together,
     sample_scene,
@@ -213,6 +214,46 @@ def test_interrupted_pretraining_resumes_as_if_uninterrupted(tmp_path, monkeypat
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
     with pytest.raises(SystemExit, match="other settings"):
         pretrain(**{**settings, "lr": 2e-3}, checkpoint=checkpoint, checkpoint_every=2)
+
+
+def test_anneal_cuts_the_schedule_short_and_goes_on_from_a_full_schedule_checkpoint(tmp_path, monkeypatch):
+    peak, steps = 1e-3, 100  # warm-up: 5 steps, then cosine to zero at step 100
+    full = [peak * (s + 1) / 5 if s < 5 else 0.5 * peak * (1 + math.cos(math.pi * (s - 5) / 95)) for s in range(100)]
+    at_40 = full[40]
+    annealed = [learning_rate(s, steps, peak, (40, 60)) for s in range(60)]
+    assert annealed[:40] == pytest.approx(full[:40], rel=1e-12)
+    assert annealed[40] == pytest.approx(at_40) and annealed[50] == pytest.approx(at_40 / 2)
+    assert annealed[59] == pytest.approx(0.5 * at_40 * (1 + math.cos(math.pi * 19 / 20)))
+    with pytest.raises(ValueError, match="FROM < END"):
+        pretrain(seed=0, steps=4, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0, anneal=(3, 2))
+
+    pool = ImagePool(seed=0, size=16, world=TOY)
+    settings = dict(seed=0, steps=6, batch_size=8, lr=1e-3, weight_decay=0.1, log_every=0, world=TOY, pool=pool)
+    model, losses, _ = pretrain(**settings, anneal=(2, 4))
+    assert len(losses) == 4
+    real_batch = ImagePool.batch
+
+    def interrupted(self, step, *args):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_batch(self, step, *args)
+
+    at_step_2 = tmp_path / "at_step_2.ckpt"  # the full schedule, stopped after step 2
+    monkeypatch.setattr(ImagePool, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(**settings, checkpoint=at_step_2, checkpoint_every=2)
+    monkeypatch.setattr(ImagePool, "batch", real_batch)
+    resumed, resumed_losses, _ = pretrain(**settings, checkpoint=at_step_2, checkpoint_every=2, anneal=(2, 4))
+    assert resumed_losses == losses
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+    at_step_4 = tmp_path / "at_step_4.ckpt"  # a full run keeps its last checkpoint, step 4
+    _, full_losses, _ = pretrain(**settings, checkpoint=at_step_4, checkpoint_every=2)
+    full_at_4 = torch.load(at_step_4, weights_only=True)["model"]
+    assert full_losses[:4] == losses  # the rates differ from step 3's update on (step 2 runs at the same one)
+    assert not all(torch.equal(full_at_4[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(SystemExit, match="other settings"):  # its steps 2, 3 ran at the full schedule's rates
+        pretrain(**settings, checkpoint=at_step_4, checkpoint_every=2, anneal=(2, 5))
 
 
 def test_shipped_weights_match_their_record():

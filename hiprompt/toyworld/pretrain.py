@@ -7,8 +7,10 @@ Step s uses images s*B ... s*B+B-1 of the world drawn with `seed`, each with its
 so every image is seen once. With `--pool N` the images 0..N-1 are rendered once (in
 `--workers` processes) and held as uint8 pixels; each pass over them is a seeded
 permutation, and pass e captions every image afresh (`caption_for(..., draw=e)`), so a long
-pretraining costs no more drawing than N images. Weights are saved as a float16 state dict,
-with a JSON record (seed, steps, pool, loss curve, sha256) next to it.
+pretraining costs no more drawing than N images. `--anneal FROM END` cuts the schedule of
+`--steps` short (its rate at FROM decays to zero at END), so a long run may be ended early
+and still cool down. Weights are saved as a float16 state dict, with a JSON record (seed,
+steps, pool, loss curve, sha256) next to it.
 """
 
 import argparse
@@ -90,12 +92,20 @@ class ImagePool:
         return pixels_to_tensor(self.pixels[indices]), tokenizer(captions)
 
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Linear warm-up then cosine decay to zero."""
+def learning_rate(step: int, steps: int, peak: float, anneal: tuple = None) -> float:
+    """Linear warm-up then cosine decay to zero at `steps`. anneal (FROM, END) cuts that
+    schedule short: from step FROM on, the rate it had there decays by a cosine to zero at END."""
+    if anneal is not None and step >= anneal[0]:
+        start, end = anneal
+        return 0.5 * learning_rate(start, steps, peak) * (1 + math.cos(math.pi * (step - start) / (end - start)))
     warmup = max(1, int(WARMUP_FRACTION * steps))
     if step < warmup:
         return peak * (step + 1) / warmup
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def total_steps(settings: dict) -> int:
+    return settings["anneal"][1] if settings.get("anneal") else settings["steps"]
 
 
 def contrastive_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -115,7 +125,7 @@ def parameter_groups(model: CLIP, weight_decay: float):
 
 def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, log_every: int,
              world: World = TOY, pool: ImagePool = None, checkpoint: Path = None, checkpoint_every: int = 0,
-             device: str = "cpu"):
+             device: str = "cpu", anneal: tuple = None):
     """Train the world's toy CLIP (on `pool` when given, else on fresh images) on `device`;
     returns (model, losses per step, training seconds). Leaves torch's global RNG and
     determinism setting as they were (deterministic algorithms are asked for on the CPU;
@@ -124,9 +134,14 @@ def pretrain(seed: int, steps: int, batch_size: int, lr: float, weight_decay: fl
     checkpoint: a file written (atomically) every `checkpoint_every` steps with the model,
     the optimiser, the losses so far and the settings; when it exists at the start, training
     goes on from it (the settings must be the same), as an uninterrupted run would have.
+    anneal: (FROM, END) to cut the `steps` schedule short (see `learning_rate`); a checkpoint
+    of the full schedule at or before step FROM goes on into the shortened one.
     """
+    if anneal is not None and not 0 <= anneal[0] < anneal[1] <= steps:
+        raise ValueError(f"anneal (FROM, END) must satisfy 0 <= FROM < END <= steps={steps}; got {tuple(anneal)}")
     settings = {"world": world.name, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-                "weight_decay": weight_decay, "pool": len(pool) if pool is not None else 0}
+                "weight_decay": weight_decay, "pool": len(pool) if pool is not None else 0,
+                "anneal": list(anneal) if anneal is not None else None}
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=torch.device(device).type != "cpu")
@@ -144,8 +159,11 @@ def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
     if checkpoint is None or not checkpoint.is_file():
         return [], 0.0
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state["settings"] != settings:
-        differences = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    differences = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    if set(differences) == {"anneal"} and len(state["losses"]) <= min(
+            anneal[0] if anneal else math.inf for anneal in differences["anneal"]):
+        differences = {}  # both schedules are the same up to the checkpointed step
+    if differences:
         raise SystemExit(f"error: {checkpoint} was written with other settings (there, now): {differences}; "
                          "delete it or pass the same settings")
     model.load_state_dict(state["model"])
@@ -157,6 +175,7 @@ def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
 def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkpoint: Path, checkpoint_every: int,
            device: torch.device):
     seed, steps, batch_size, lr = settings["seed"], settings["steps"], settings["batch_size"], settings["lr"]
+    anneal, end = settings["anneal"], total_steps(settings)
     model = CLIP(**TINY_CONFIGS[world.clip_config]).to(device, memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer("RN50")
     optimiser = torch.optim.AdamW(parameter_groups(model, settings["weight_decay"]), lr=lr, betas=(0.9, 0.98),
@@ -164,9 +183,9 @@ def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkp
     losses, seconds_before = _resume(checkpoint, settings, model, optimiser)
     model.train()
     start = time.time()
-    for step in range(len(losses), steps):
+    for step in range(len(losses), end):
         for group in optimiser.param_groups:
-            group["lr"] = learning_rate(step, steps, lr)
+            group["lr"] = learning_rate(step, steps, lr, anneal)
         if pool is None:
             images, tokens = batch(seed, step, batch_size, tokenizer, world)
         else:
@@ -182,8 +201,8 @@ def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkp
         seconds = seconds_before + time.time() - start
         if log_every and (step + 1) % log_every == 0:
             window = losses[-log_every:]
-            print(f"step {step + 1}/{steps} loss {sum(window) / len(window):.4f} ({seconds:.0f} s)", flush=True)
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            print(f"step {step + 1}/{end} loss {sum(window) / len(window):.4f} ({seconds:.0f} s)", flush=True)
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:
             atomic_torch_save({"settings": settings, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                "losses": losses, "seconds": seconds}, checkpoint)
     return model.cpu().eval(), losses, seconds_before + time.time() - start
@@ -210,6 +229,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--anneal", type=int, nargs=2, metavar=("FROM", "END"),
+                        help="cut the --steps schedule short: from step FROM its learning rate decays to zero "
+                             "at step END (a checkpoint of the full schedule up to FROM goes on into this one)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--pool", type=int, default=0,
                         help="render this many images once and train on passes over them (0: fresh images every step)")
@@ -229,7 +251,8 @@ def main(argv=None):
         print(f"rendered a pool of {len(pool)} images in {pool_seconds:.0f} s", flush=True)
     checkpoint = args.out.with_suffix(".ckpt")
     model, losses, seconds = pretrain(args.seed, args.steps, args.batch_size, args.lr, args.weight_decay,
-                                      args.log_every, world, pool, checkpoint, args.checkpoint_every, args.device)
+                                      args.log_every, world, pool, checkpoint, args.checkpoint_every, args.device,
+                                      args.anneal)
     atomic_torch_save(float16_state_dict(model), args.out)
     checkpoint.unlink(missing_ok=True)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
@@ -238,7 +261,8 @@ def main(argv=None):
         "world": world.name,
         "config": world.clip_config,
         "config_values": TINY_CONFIGS[world.clip_config],
-        "seed": args.seed, "steps": args.steps, "pool": args.pool, "batch_size": args.batch_size, "lr": args.lr,
+        "seed": args.seed, "steps": args.steps, "anneal": args.anneal, "pool": args.pool,
+        "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "threads": args.threads, "device": args.device,
         "final_loss": round(sum(tail) / len(tail), 4), "loss_curve": loss_summary(losses),
         "logit_scale": round(model.logit_scale.detach().exp().item(), 3),
