@@ -14,16 +14,18 @@ import pytest
 import torch
 
 from hiprompt.clip import build_clip
+from hiprompt.clip.backbone import TINY_CONFIGS
 from hiprompt.toyworld.captions import caption_for
 from hiprompt.toyworld.draw import SHAPES, make_image, render
 from hiprompt.toyworld.generate import write_dataset
-from hiprompt.toyworld.model import RECORD_PATH, WEIGHTS_PATH, images_to_tensor, load_toy_clip
+from hiprompt.toyworld.model import WEIGHTS_PATH, images_to_tensor, load_toy_clip, weights_path
 from hiprompt.toyworld.oracle import ToyOracleBackend
 from hiprompt.toyworld.pretrain import ImagePool, learning_rate, pretrain
 from hiprompt.toyworld.world import (
     CLASS_INFO, CLASS_NAMES, COMPANIONS, SCENE_CLASSES, SCENE_INFO, TOY, SceneSample, never_together,
     sample_scene,
 )
+from hiprompt.toyworld.worlds import TOY80
 from hiprompt.toyworld.zeroshot import evaluate, held_out_set, mean_average_precision, zero_shot_scores
 
 torch.set_num_threads(2)
@@ -256,13 +258,17 @@ def test_anneal_cuts_the_schedule_short_and_goes_on_from_a_full_schedule_checkpo
         pretrain(**settings, checkpoint=at_step_4, checkpoint_every=2, anneal=(2, 5))
 
 
-def test_shipped_weights_match_their_record():
-    record = json.loads(RECORD_PATH.read_text())
-    assert hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest() == record["sha256"]
-    state = torch.load(WEIGHTS_PATH, weights_only=True)
+@pytest.mark.parametrize("world, image_size", [(TOY, 64), (TOY80, 128)], ids=["toy", "toy80"])
+def test_shipped_weights_match_their_record(world, image_size):
+    path = weights_path(world)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["weights"] == path.name and record.get("world", TOY.name) == world.name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    assert record["config_values"] == json.loads(json.dumps(TINY_CONFIGS[world.clip_config]))
+    state = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    backbone = load_toy_clip()
-    assert backbone.image_size == 64 and backbone.context_length == 77
+    backbone = load_toy_clip(world=world)
+    assert backbone.image_size == image_size and backbone.context_length == 77
     assert backbone.model.visual.conv1.weight.dtype == torch.float32
     assert torch.equal(backbone.model.visual.conv1.weight.half(), state["visual.conv1.weight"])
 

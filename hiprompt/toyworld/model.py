@@ -10,7 +10,6 @@ from ..clip.backbone import ClipBackbone, build_clip
 from .world import TOY, World
 
 WEIGHTS_PATH = Path(__file__).with_name("toy_clip.pt")
-RECORD_PATH = Path(__file__).with_name("toy_clip.json")
 
 
 def weights_path(world: World = TOY) -> Path:
