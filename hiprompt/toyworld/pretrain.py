@@ -104,10 +104,6 @@ def learning_rate(step: int, steps: int, peak: float, anneal: tuple = None) -> f
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def total_steps(settings: dict) -> int:
-    return settings["anneal"][1] if settings.get("anneal") else settings["steps"]
-
-
 def contrastive_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     image_features, text_features, logit_scale = model(images, tokens)  # [B, D], [B, D], []
     logits = logit_scale * image_features @ text_features.t()  # [B, B]
@@ -161,7 +157,7 @@ def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     differences = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
     if set(differences) == {"anneal"} and len(state["losses"]) <= min(
-            anneal[0] if anneal else math.inf for anneal in differences["anneal"]):
+            cut[0] if cut else math.inf for cut in differences["anneal"]):
         differences = {}  # both schedules are the same up to the checkpointed step
     if differences:
         raise SystemExit(f"error: {checkpoint} was written with other settings (there, now): {differences}; "
@@ -175,7 +171,8 @@ def _resume(checkpoint: Path, settings: dict, model: CLIP, optimiser) -> tuple:
 def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkpoint: Path, checkpoint_every: int,
            device: torch.device):
     seed, steps, batch_size, lr = settings["seed"], settings["steps"], settings["batch_size"], settings["lr"]
-    anneal, end = settings["anneal"], total_steps(settings)
+    anneal = settings["anneal"]
+    end = anneal[1] if anneal else steps
     model = CLIP(**TINY_CONFIGS[world.clip_config]).to(device, memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer("RN50")
     optimiser = torch.optim.AdamW(parameter_groups(model, settings["weight_decay"]), lr=lr, betas=(0.9, 0.98),
