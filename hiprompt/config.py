@@ -3,7 +3,7 @@
 Each default that shapes a result names its source: "paper" (its text or equations),
 "TaI-DPT" (its published configs and code, which the paper's setting follows), "Dassl"
 (the toolbox's own default, as CoOp inherits it), "CoOp", or "measured" (a comparison run
-in the toy world, reported in the README); "this project" where none of them decides.
+in the toy world, reported in docs/results-toy.md); "this project" where none of them decides.
 
 Order of precedence, as in the CoOp family: these defaults -> dataset YAML -> method YAML
 -> command-line flags -> trailing `KEY VALUE` pairs. Unknown keys are errors.
@@ -49,7 +49,7 @@ def _base_defaults() -> CN:
     cfg.DATALOADER.TRAIN_X = CN()
     # Text descriptions per step. The paper gives none; TaI-DPT trains on 512. Measured in the
     # toy world (10-epoch-equivalent schedule, seeds 1-3): 32 gave 97.92 mAP, 512 gave 95.84
-    # (README, "What the changed defaults did").
+    # (docs/results-toy.md, "What the changed defaults did").
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 32
     cfg.DATALOADER.TEST = CN()
     cfg.DATALOADER.TEST.BATCH_SIZE = 64  # images per feature-extraction batch (speed only)
@@ -188,7 +188,7 @@ def extend_cfg(cfg: CN) -> CN:
     # losses; ignored on the CPU (fp32: TaI-DPT)
     hp.PREC = "fp32"
     # tree | truncated | full: how class prompts are encoded, all exact (tests/test_prompt_tree.py);
-    # tree is the fastest (this project, measured: README "Training speed and memory")
+    # tree is the fastest (this project, measured: docs/benchmarks.md "Training at paper scale")
     hp.PROMPT_ENCODING = "tree"
 
     # DualCoOp (hiprompt/dualcoop.py); defaults from its code (utils/build_cfg.py, opts.py,

@@ -16,7 +16,7 @@ and from the candidates for the top-k predictions (neither predicted nor ground 
 Ties in top-k selection are broken by class order.
 
 `peer_metrics` computes the same names by the conventions of TaI-DPT's and DualCoOp's code,
-for comparing with their published numbers (README, "Comparing with TaI-DPT and DualCoOp"):
+for comparing with their published numbers (docs/baselines.md, "Comparing with TaI-DPT and DualCoOp"):
 - mAP: every class counts, one without a positive as AP 0; each class's images are ranked
   by `np.argsort(scores)[::-1]`, so tied scores are ranked by their order, not pooled;
   AP = Σ over positives of precision at its rank / (#positives + 1e-8).

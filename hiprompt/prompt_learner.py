@@ -128,6 +128,7 @@ class ClassPromptEncoder(nn.Module):
         before = context_before_name(n_ctx, position)
         order = _name_order(clip, tokens, names, n_ctx, before) if before < n_ctx else None  # [C, L]
         self.register_buffer("order", order, persistent=False)
+        self.to(clip.device)  # the index buffers join the embeddings on the CLIP's device
 
     def place_name(self, embedded: torch.Tensor) -> torch.Tensor:
         """[N, L, W] prompts in the `end` order (N = sets x classes) -> the configured order."""
@@ -225,6 +226,7 @@ class HierarchicalPromptLearner(nn.Module):
             self.tree = PromptTree(clip, self.global_context.counts, slots, encoder.prefix[0, 0],
                                    encoder.suffix[:, :encoder.length - 1 - encoder.n_ctx], encoder.eot_index,
                                    n_sets=1 if self.local_context is None else 2)
+        self.to(clip.device)
 
     def _initialise_from_phrase(self, clip, phrase: str) -> None:
         vectors = phrase_vectors(clip, phrase)  # [k, W]

@@ -44,6 +44,7 @@ class PromptTree(nn.Module):
                  eot_index: torch.Tensor, n_sets: int):
         super().__init__()
         self._clip = [clip]  # referenced, not registered: the frozen CLIP is no part of the state
+        # The tree's plan (index buffers) is made on the CPU and follows the module's `.to()`.
         num_classes = suffix.shape[0]
         self.context_length = sum(counts.values())  # M
         set_of_row = torch.arange(n_sets).repeat_interleave(num_classes)  # [R] a row per (set, class)
@@ -63,7 +64,7 @@ class PromptTree(nn.Module):
             start += counts[kind]
             node_of_row = new_node_of_row
         self.leaf_start = start  # context position where the leaves begin
-        leaf_length = eot_index[class_of_row] - start  # [R] class tokens, name, '.', end-of-text
+        leaf_length = eot_index.cpu()[class_of_row] - start  # [R] class tokens, name, '.', end-of-text
         self.leaf_lengths = leaf_length.unique().tolist()
         for bucket, length in enumerate(self.leaf_lengths):
             rows = (leaf_length == length).nonzero()[:, 0]

@@ -22,6 +22,7 @@ for synthetic corpora of two sizes and training on them, with each process's pea
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -34,6 +35,7 @@ import time
 from collections.abc import Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from hiprompt.classnames import COCO_CLASSES
@@ -118,10 +120,22 @@ def build_model(clip, encoding: str, device):
     return model, build_optimizer(list(model.prompts.parameters()), cfg.OPTIM)
 
 
+class OperatorCount(TorchDispatchMode):
+    """Counts the operators dispatched (views left out: they launch no kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
 def run_side(args) -> dict:
     """One side's steps in this process; returns its figures."""
     device = torch.device(args.device)
-    clip = build_clip("RN50", "random", seed=0).to(device)
+    clip = build_clip(args.backbone, "random", seed=0).to(device)
     corpus = SyntheticCorpus(args.steps * args.batch)
     reference = args.side == "reference"
     model, optimizer = build_model(clip, "full" if reference else "tree", device)
@@ -138,14 +152,23 @@ def run_side(args) -> dict:
         feats = text_features(clip, corpus, args.cache, budget_bytes=0, device=device)
 
     def loss_of(index):
+        """The step's loss; both sides under the same autocast (description features and
+        class prompts), the loss itself in float32."""
         labels = corpus.labels(index).to(device)
-        if reference:
-            eot, per_token, mask = clip.encode_text(clip.tokenize([corpus[i] for i in index]).to(device))  # 77
-            return model.text_loss(eot, per_token, mask, labels)[0]
-        eot, tokens, mask = (t.to(device) for t in feats.batch(index))
         with autocast:
+            if reference:  # every description at 77 positions
+                eot, tokens, mask = clip.encode_text(clip.tokenize([corpus[i] for i in index]))
+            else:
+                eot, tokens, mask = (t.to(device) for t in feats.batch(index))
             embeddings = model.prompts.class_embeddings()
-        return model.text_loss(eot, tokens, mask, labels, tuple(e.float() for e in embeddings))[0]
+        return model.text_loss(eot.float(), tokens.float(), mask, labels, tuple(e.float() for e in embeddings))[0]
+
+    def step(index):
+        loss = loss_of(index)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
 
     def sync():
         if device.type == "cuda":
@@ -155,17 +178,19 @@ def run_side(args) -> dict:
         loss_of(list(range(args.batch))).backward()
     optimizer.zero_grad()
     figures["flops"] = counter.get_total_flops()
+    with OperatorCount() as operators:  # one untimed step with its update, as timed below
+        step(list(range(args.batch)))
+    figures["operators"] = operators.count
+    if device.type == "cuda" and args.kernels:
+        figures.update(kernel_figures(lambda: step(list(range(args.batch)))))
     rss_before = current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     losses, times, cpu_times = [], [], []
-    for step in range(args.steps):
+    for number in range(args.steps):
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        loss = loss_of(list(range(step * args.batch, (step + 1) * args.batch)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = step(list(range(number * args.batch, (number + 1) * args.batch)))
         sync()
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
@@ -175,6 +200,28 @@ def run_side(args) -> dict:
     if device.type == "cuda":
         figures["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return figures
+
+
+def kernel_figures(step, repeat: int = 3) -> dict:
+    """CUDA kernels launched per step and the share of the step's wall time in which the
+    GPU runs one (the union of the kernels' intervals), from torch's profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()  # warm-up outside the profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - start) * 1e6
+    kernels = sorted((event.time_range.start, event.time_range.end) for event in prof.events()
+                     if event.device_type == torch.autograd.DeviceType.CUDA)
+    busy, reach = 0.0, -math.inf
+    for begin, end in kernels:  # the union of the intervals
+        busy += max(0.0, end - max(begin, reach))
+        reach = max(reach, end)
+    return {"kernels_per_step": len(kernels) / repeat, "gpu_busy": busy / wall_us}
 
 
 def run_scale(args) -> dict:
@@ -235,10 +282,14 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs=2, default=(100_000, 400_000), help="scale-run corpus sizes")
     parser.add_argument("--scale-steps", type=int, default=50, help="training steps of each scale run")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbone", default="RN50", help="the step's CLIP architecture, random weights (default "
+                        "RN50; `tiny` for a quick try)")
     parser.add_argument("--parts", nargs="+", choices=("step", "scale"), default=("step", "scale"),
                         help="what to run (default both)")
     parser.add_argument("--prec", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast of the prompt "
                         "encoder on CUDA (this project's side)")
+    parser.add_argument("--no-kernels", dest="kernels", action="store_false", help="on CUDA, leave out the "
+                        "profiled step that counts kernels and the GPU's busy share")
     parser.add_argument("--side", choices=("reference", "store", "fly"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -260,7 +311,8 @@ def main(argv=None):
 
 
 def step_part(args):
-    common = ["--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device, "--prec", args.prec]
+    common = ["--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device, "--prec", args.prec,
+              "--backbone", args.backbone] + ([] if args.kernels else ["--no-kernels"])
     sides = {}
     for side in ("reference", "store", "fly"):
         with tempfile.TemporaryDirectory() as cache:  # each side its own: the fly side finds no store
@@ -272,16 +324,19 @@ def step_part(args):
     # One thread per process: CPU seconds are what a step costs whatever else the machine
     # runs; wall seconds are shown beside them. On CUDA, wall seconds.
     timing = "step_cpu_s" if args.device == "cpu" else "step_s"
-    print(f"\nstep: RN50 random weights, 80 classes, 16/8/4/4, batch {args.batch}, median of {args.steps} steps; "
-          f"times in {'CPU' if timing == 'step_cpu_s' else 'wall'} seconds")
+    cuda = "kernels_per_step" in sides["reference"]
+    print(f"\nstep: {args.backbone} random weights, 80 classes, 16/8/4/4, batch {args.batch}, {args.prec}, median of "
+          f"{args.steps} steps; times in {'CPU' if timing == 'step_cpu_s' else 'wall'} seconds; operators: "
+          "dispatched per step (forward, backward, update; views left out)")
     print(f"{'':26} {'step s':>8} {'wall s':>8} {'peak RSS MB':>12} {'growth MB':>10} {'GFLOP/step':>11} "
-          f"{'GFLOP/s':>8}")
+          f"{'GFLOP/s':>8} {'operators':>10}" + (f" {'kernels':>8} {'GPU busy':>9}" if cuda else ""))
     median = {}
     for side, figures in sides.items():
         median[side] = statistics.median(figures[timing])
-        print(f"{names[side]:26} {median[side]:8.2f} {statistics.median(figures['step_s']):8.2f} "
+        print(f"{names[side]:26} {median[side]:8.3f} {statistics.median(figures['step_s']):8.3f} "
               f"{figures['peak_rss_mb']:12.0f} {figures['step_growth_mb']:10.0f} "
-              f"{figures['flops'] / 1e9:11.1f} {figures['flops'] / 1e9 / median[side]:8.1f}")
+              f"{figures['flops'] / 1e9:11.1f} {figures['flops'] / 1e9 / median[side]:8.1f} {figures['operators']:10d}"
+              + (f" {figures['kernels_per_step']:8.0f} {100 * figures['gpu_busy']:8.0f}%" if cuda else ""))
     print(f"plain matrix product (2048 x 2048, float32): {matmul / 1e9:.1f} GFLOP per "
           f"{'CPU second' if timing == 'step_cpu_s' else 'second'}")
     ref = sides["reference"]

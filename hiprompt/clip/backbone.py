@@ -266,16 +266,20 @@ class ClipBackbone(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.token_embedding.weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.token_embedding.weight.device
+
     def train(self, mode: bool = True):
         # The backbone is frozen: batch norm statistics never change.
         return super().train(False)
 
     # ----------------------------------------------------------------- text side
     def tokenize(self, texts) -> torch.Tensor:
-        return self.tokenizer(list(texts))  # [N, L]
+        return self.tokenizer(list(texts))  # [N, L] on the CPU
 
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.token_embedding(tokens)  # [N, L, W]
+        return self.model.token_embedding(tokens.to(self.device))  # [N, L, W] on the CLIP's device
 
     def encode_text_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, length: int = None):
         """Run the text transformer on token embeddings.
@@ -292,7 +296,7 @@ class ClipBackbone(nn.Module):
         x = embeddings[:, :length] + model.positional_embedding[:length].to(embeddings.dtype)
         x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
         x = self.project_text(x)  # [N, length, D]
-        eot = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [N, D]
+        eot = x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)]  # [N, D]
         return eot, x
 
     def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -323,6 +327,7 @@ class ClipBackbone(nn.Module):
     def encode_text(self, tokens: torch.Tensor, truncate: bool = False):
         """Frozen text features of tokenised sentences: (eot [N, D], tokens [N, L, D], mask [N, L]).
         truncate: run only up to the longest end-of-text (L = its position + 1)."""
+        tokens = tokens.to(self.device)
         eot_index = self.eot_positions(tokens)
         length = int(eot_index.max()) + 1 if truncate else None
         eot, per_token = self.encode_text_embeddings(self.token_embeddings(tokens), eot_index, length)
