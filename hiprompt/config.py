@@ -184,9 +184,10 @@ def extend_cfg(cfg: CN) -> CN:
     # softmax temperature over image positions (TaI-DPT: 1/40 for COCO and VOC2007;
     # configs/datasets/nuswide.yaml sets its 1/4)
     hp.TAU_IMAGE = 0.025
-    # fp32 | bf16: the prompt encoder under bf16 autocast on CUDA, fp32 master weights and
-    # losses; ignored on the CPU (fp32: TaI-DPT)
-    hp.PREC = "fp32"
+    # auto | fp32 | bf16 (PRECISIONS): the prompt encoder's precision. bf16 runs it under
+    # bf16 autocast (float32 master weights, gradients and losses) on any device; auto is
+    # bf16 on CUDA, fp32 elsewhere (this project; TaI-DPT: fp32). Agreement: docs/training.md
+    hp.PREC = "auto"
     # tree | truncated | full: how class prompts are encoded, all exact (tests/test_prompt_tree.py);
     # tree is the fastest (this project, measured: docs/benchmarks.md "Training at paper scale")
     hp.PROMPT_ENCODING = "tree"
@@ -259,6 +260,7 @@ def _text_kinds():
 
 
 RESIZE_MODES = ("square", "resize_crop")
+PRECISIONS = ("auto", "fp32", "bf16")  # TRAINER.HIPROMPT.PREC (hiprompt.runtime.prompt_autocast)
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 # Every numeric setting's range and every choice setting's choices (documented above).
@@ -308,7 +310,7 @@ RULES = {
     "TRAINER.HIPROMPT.LOGIT_SCALE": _number(0, low_open=True),
     "TRAINER.HIPROMPT.TAU_TEXT": _number(0, low_open=True),
     "TRAINER.HIPROMPT.TAU_IMAGE": _number(0, low_open=True),
-    "TRAINER.HIPROMPT.PREC": _choice("fp32", "bf16"),
+    "TRAINER.HIPROMPT.PREC": _choice(*PRECISIONS),
     "TRAINER.HIPROMPT.PROMPT_ENCODING": _choice(*PROMPT_ENCODINGS),
     "DATASET.TEXT.FEATURE_BUDGET_GB": _number(0),
     "TEST.METRICS": _choice("hiprompt", "peer"),

@@ -31,6 +31,13 @@ def select_device(cfg) -> torch.device:
     return torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
 
 
+def prompt_autocast(precision: str, device: torch.device):
+    """The autocast the prompt encoder runs under for TRAINER.HIPROMPT.PREC `precision`
+    (config.PRECISIONS): bf16 for `bf16`, and for `auto` on CUDA; otherwise none."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 class BuiltinTrainerX(PromptCheckpointing):
     """The subset of Dassl's `TrainerX` that this project's trainers use."""
 

@@ -25,6 +25,7 @@ from .method import PromptedCLIP
 from .metrics import multilabel_metrics
 from .paths import cache_root
 from .registry import DATASET_REGISTRY, lookup
+from .runtime import prompt_autocast
 from .scoring import fuse
 from .text_features import text_features
 
@@ -118,8 +119,7 @@ class PromptTraining:
         self.text_feats = None
 
     def _autocast(self):
-        enabled = self.cfg.TRAINER.HIPROMPT.PREC == "bf16" and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return prompt_autocast(self.cfg.TRAINER.HIPROMPT.PREC, self.device)
 
     def prompt_embeddings(self):
         """(global [C, D], local [C, D]) float32: the prompt encoder under the PREC autocast,

@@ -40,9 +40,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hiprompt.classnames import COCO_CLASSES
 from hiprompt.clip import build_clip
-from hiprompt.config import get_cfg_default
+from hiprompt.config import PRECISIONS, get_cfg_default
 from hiprompt.method import PromptedCLIP
 from hiprompt.text_features import text_features
+from hiprompt.runtime import prompt_autocast
 from hiprompt.trainer import build_optimizer
 
 # COCO's 12 supercategories are consecutive runs of its 80 classes in category order
@@ -139,8 +140,7 @@ def run_side(args) -> dict:
     corpus = SyntheticCorpus(args.steps * args.batch)
     reference = args.side == "reference"
     model, optimizer = build_model(clip, "full" if reference else "tree", device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=args.prec == "bf16" and device.type == "cuda")
+    autocast = prompt_autocast(args.prec, device)
     figures = {"side": args.side}
     feats = None
     if args.side == "store":
@@ -284,10 +284,10 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbone", default="RN50", help="the step's CLIP architecture, random weights (default "
                         "RN50; `tiny` for a quick try)")
-    parser.add_argument("--parts", nargs="+", choices=("step", "scale"), default=("step", "scale"),
-                        help="what to run (default both)")
-    parser.add_argument("--prec", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast of the prompt "
-                        "encoder on CUDA (this project's side)")
+    parser.add_argument("--parts", nargs="+", choices=("step", "operators", "scale"),
+                        default=("step", "operators", "scale"), help="what to run (default all)")
+    parser.add_argument("--prec", default="auto", choices=PRECISIONS, help="TRAINER.HIPROMPT.PREC of both sides "
+                        "(default auto: bf16 autocast on CUDA, fp32 on the CPU)")
     parser.add_argument("--no-kernels", dest="kernels", action="store_false", help="on CUDA, leave out the "
                         "profiled step that counts kernels and the GPU's busy share")
     parser.add_argument("--side", choices=("reference", "store", "fly"), help=argparse.SUPPRESS)
@@ -306,6 +306,8 @@ def main(argv=None):
           f"torch {torch.__version__}, python {platform.python_version()}")
     if "step" in args.parts:
         step_part(args)
+    if "operators" in args.parts:
+        operators_part(args)
     if "scale" in args.parts:
         scale_part(args)
 
@@ -357,6 +359,35 @@ def step_part(args):
           f"from the median step times above on this machine: reference {steps * median['reference'] / 3600:.1f} h, "
           f"store {steps * median['store'] / 3600:.1f} h (+ {store_h:.1f} h once to build the store), "
           f"on the fly {steps * median['fly'] / 3600:.1f} h")
+
+
+def operators_part(args):
+    """How the prompt encoding's operator count grows with classes and groups (forward and
+    backward of both sets' class embeddings; views left out)."""
+    clip = build_clip(args.backbone, "random", seed=0).to(args.device)
+    cfg = get_cfg_default()
+    print(f"\nprompt encoding, operators per forward + backward ({args.backbone}, 16/8/4/4, global and local "
+          "sets): tree (this project) and full (each set at 77 positions, the reference's way)")
+    print(f"{'classes':>8} {'coarse':>7} {'fine':>5} {'tree ops':>9} {'full ops':>9} {'tree positions':>15}")
+    for copies in (1, 4):
+        classnames = [f"{name} {copy}" if copy else name for copy in range(copies) for name in COCO_CLASSES]
+        groups = {level: [[f"{name} {copy}" if copy else name for name in group] for copy in range(copies)
+                          for group in coco_groups()[level]] for level in ("coarse", "fine")}
+        for grouped in (False, True):
+            row = {}
+            for encoding in ("tree", "full"):
+                cfg.TRAINER.HIPROMPT.PROMPT_ENCODING = encoding
+                model = PromptedCLIP(clip, classnames, groups if grouped else {}, cfg.TRAINER.HIPROMPT)
+                with OperatorCount() as operators:
+                    global_emb, local_emb = model.prompts.class_embeddings()
+                    (global_emb.sum() + local_emb.sum()).backward()
+                row[encoding] = operators.count
+                if encoding == "tree":
+                    row["positions"] = model.prompts.tree.tokens_per_layer
+            n_coarse = len(groups["coarse"]) if grouped else 0
+            n_fine = len(groups["fine"]) if grouped else 0
+            print(f"{len(classnames):8d} {n_coarse:7d} {n_fine:5d} {row['tree']:9d} {row['full']:9d} "
+                  f"{row['positions']:15d}", flush=True)
 
 
 def scale_part(args):

@@ -52,3 +52,15 @@ def write_knowledge_folder(folder: Path, classnames, groups, sentences) -> Path:
             record = {"text": text, "asked": labels, "found": labels, "kind": kind, "question": "test"}
             handle.write(json.dumps(record) + "\n")
     return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA GPU: skipped, saying so, where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marked cuda; run by scripts/gpu_check.sh)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

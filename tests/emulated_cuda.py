@@ -24,6 +24,7 @@ from unittest import mock
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 from torch.utils._pytree import tree_flatten, tree_map
 
 EMULATED = torch.device("meta")
@@ -141,6 +142,16 @@ class _EmulatedDevices(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_torch_save = torch.save
+
+
+def _save_on_the_cpu(obj, f, *args, **kwargs):
+    """torch.save with device tensors stored as CPU tensors: what loading a CUDA checkpoint
+    with map_location="cpu" gives back (a wrapper subclass is no weights-only tensor)."""
+    plain = tree_map(lambda value: value.inner.detach() if isinstance(value, EmulatedTensor) else value, obj)
+    return _torch_save(plain, f, *args, **kwargs)
+
+
 @contextlib.contextmanager
 def emulated_cuda():
     """Run the enclosed code as on a machine with one (emulated) CUDA device; yields the
@@ -158,6 +169,7 @@ def emulated_cuda():
         mock.patch("torch.accelerator.current_accelerator", lambda *args, **kwargs: None),
         # a wrapper tensor cannot be an inference tensor: inference mode is read as no_grad
         mock.patch("torch.inference_mode", torch.no_grad),
+        mock.patch("torch.save", _save_on_the_cpu),
     ]
     with contextlib.ExitStack() as stack:
         for patch in patches:

@@ -57,7 +57,7 @@ def test_shipped_configs_pass(trainer):
     ("OPTIM.NAME", "rmsprop", "OPTIM.NAME='rmsprop': expected one of sgd, adam, adamw"),
     ("OPTIM.LR_SCHEDULER", "step", "OPTIM.LR_SCHEDULER='step': expected one of multi_step, cosine, constant"),
     ("OPTIM.STEPSIZE", "(0, 5)", "OPTIM.STEPSIZE=(0, 5): expected one or more values, each an integer in [1, inf]"),
-    ("TRAINER.HIPROMPT.PREC", "fp16", "TRAINER.HIPROMPT.PREC='fp16': expected one of fp32, bf16"),
+    ("TRAINER.HIPROMPT.PREC", "fp16", "TRAINER.HIPROMPT.PREC='fp16': expected one of auto, fp32, bf16"),
     ("TRAINER.HIPROMPT.N_CTX_CLASS", "-1", "TRAINER.HIPROMPT.N_CTX_CLASS=-1: expected an integer in [0, inf]"),
     ("TRAINER.HIPROMPT.TEMPLATE", "a photo", "TRAINER.HIPROMPT.TEMPLATE='a photo': expected a text with one {}"),
     ("DATASET.TEXT.KIND", "coarse,scene", "DATASET.TEXT.KIND='coarse,scene': expected all, or one or a comma list"),

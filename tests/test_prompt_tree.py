@@ -22,7 +22,7 @@ def embeddings_and_gradients(clip, counts, encoding, local_branch=True):
     learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "a photo of a {}.",
                                         local_branch=local_branch, encoding=encoding)
     global_emb, local_emb = learner.class_embeddings()  # [C, D] each
-    weights = torch.linspace(-1, 1, global_emb.numel()).reshape(global_emb.shape)
+    weights = torch.linspace(-1, 1, global_emb.numel(), device=global_emb.device).reshape(global_emb.shape)
     ((global_emb * weights).sum() + (local_emb * weights.flip(0)).square().sum()).backward()
     grads = {name: p.grad.clone() for name, p in learner.named_parameters()}
     return global_emb.detach(), local_emb.detach(), grads
@@ -66,14 +66,15 @@ def test_tree_matches_in_float64_to_rounding(tiny_clip):
 def test_tree_encodes_each_shared_prefix_once(tiny_clip):
     learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COMPOSITIONS["paper 16/8/4/4"], "{}")
     longest = learner.encoder.length  # positions up to the longest end-of-text
-    # a leaf: the class tokens, name, '.' and end-of-text, up to its own end-of-text
-    leaves = int((learner.encoder.eot_index - (16 + 8 + 4)).sum())
-    assert leaves < len(CLASSES) * (longest - 1 - 28)  # the names differ in length
-    # per set: shared 1 node x 16; coarse: 2 groups + "hair drier" = 3 nodes x 8;
+    # a leaf: the class tokens, name, '.' and end-of-text, padded to the longest leaf
+    leaf = longest - 1 - (16 + 8 + 4)
+    assert int((learner.encoder.eot_index - 28).min()) < leaf  # the names differ in length
+    # per set: [SOT] and shared 1 node x (1 + 16); coarse: 2 groups + "hair drier" = 3 nodes x 8;
     # fine under (coarse, fine): (cat,dog), (car,bus), traffic light, hair drier = 4 nodes x 4
-    per_set = 16 + 3 * 8 + 4 * 4 + leaves
-    assert learner.tree.tokens_per_layer == 1 + 2 * per_set  # SOT once for both sets
+    per_set = (1 + 16) + 3 * 8 + 4 * 4 + len(CLASSES) * leaf
+    assert learner.tree.tokens_per_layer == 2 * per_set
     assert learner.tree.tokens_per_layer < 2 * len(CLASSES) * longest < 2 * len(CLASSES) * 77
+    assert len(learner.tree.levels) == 4  # shared, coarse, fine, leaves: the attention calls of a block
 
 
 def test_single_set_and_hand_crafted_prompts(tiny_clip):
@@ -100,7 +101,28 @@ def test_truncated_text_encoding_equals_the_full_one(tiny_clip):
     assert torch.equal(mask_short, mask[:, :length]) and not mask[:, length:].any()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast of the prompt encoder runs on CUDA only")
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", COMPOSITIONS)
+def test_tree_equals_the_plain_forward_on_the_gpu(tiny_clip, name):
+    """On CUDA in float32 (TF32 off), the tree against the library's forward, as on the CPU."""
+    import copy
+
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        clip = copy.deepcopy(tiny_clip).cuda()
+        plain = embeddings_and_gradients(clip, COMPOSITIONS[name], "full")
+        tree = embeddings_and_gradients(clip, COMPOSITIONS[name], "tree")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    assert tree[0].device == clip.device  # computed on the GPU
+    torch.testing.assert_close(tree[0], plain[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(tree[1], plain[1], rtol=0, atol=1e-5)
+    for key, grad in plain[2].items():
+        torch.testing.assert_close(tree[2][key], grad, rtol=0, atol=1e-5 * float(grad.abs().max()))
+
+
+@pytest.mark.cuda
 def test_bf16_autocast_tree_on_cuda_keeps_fp32_master_weights(tiny_clip):
     import copy
 
@@ -109,9 +131,15 @@ def test_bf16_autocast_tree_on_cuda_keeps_fp32_master_weights(tiny_clip):
     torch.manual_seed(0)
     learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}").cuda()
     reference = [e.detach() for e in learner.class_embeddings()]
+    plain = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}", encoding="full").cuda()
+    plain.load_state_dict(learner.state_dict())
     with torch.autocast("cuda", dtype=torch.bfloat16):
+        plain_bf16 = [e.detach().float() for e in plain.class_embeddings()]
         global_emb, local_emb = learner.class_embeddings()
     (global_emb.float().sum() + local_emb.float().sum()).backward()
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in learner.parameters())
     torch.testing.assert_close(global_emb.float(), reference[0], rtol=0.05, atol=0.05)
     torch.testing.assert_close(local_emb.float(), reference[1], rtol=0.05, atol=0.05)
+    # the tree in bf16 is as close to the library's forward in bf16 as bf16 rounding allows
+    torch.testing.assert_close(global_emb.float(), plain_bf16[0], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(local_emb.float(), plain_bf16[1], rtol=0.05, atol=0.05)
