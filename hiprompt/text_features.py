@@ -173,19 +173,21 @@ def build_store(clip, texts, folder: Path, chunk_size: int = CHUNK_SIZE, device=
     bar = tqdm(total=count, initial=min(len(done) * chunk_size, count), desc="encoding descriptions",
                disable=not progress)
     for k in sorted(set(range(n_chunks)) - set(done)):
-        eots, rows, offsets = [], [], [0]
-        for start in range(k * chunk_size, min((k + 1) * chunk_size, count), ENCODE_BATCH):
-            end = min(start + ENCODE_BATCH, (k + 1) * chunk_size, count)
-            eot, tokens, lengths = encode_descriptions(clip, [texts[i] for i in range(start, end)], device)
-            eots.append(eot.numpy())
-            for i, n in enumerate(lengths.tolist()):
-                rows.append(tokens[i, :n].numpy())
-                offsets.append(offsets[-1] + n)
-            bar.update(end - start)
+        chunk = [texts[i] for i in range(k * chunk_size, min((k + 1) * chunk_size, count))]
+        # encoded shortest first, so each encoder call stops near its own rows' end-of-text
+        by_length = clip.eot_positions(clip.tokenize(chunk)).argsort(stable=True).tolist()
+        eots, rows = [None] * len(chunk), [None] * len(chunk)
+        for start in range(0, len(chunk), ENCODE_BATCH):
+            part = by_length[start:start + ENCODE_BATCH]
+            eot, tokens, lengths = encode_descriptions(clip, [chunk[i] for i in part], device)
+            for j, (i, n) in enumerate(zip(part, lengths.tolist())):
+                eots[i], rows[i] = eot[j].numpy(), tokens[j, :n].numpy()
+            bar.update(len(part))
+        offsets = np.cumsum([0] + [len(r) for r in rows], dtype=np.int64)  # [n + 1]
         stem = folder / f"chunk-{k:06d}"
         _save_array(Path(f"{stem}.tokens.npy"), np.concatenate(rows))  # [chunk tokens, D] float16
-        _save_array(Path(f"{stem}.offsets.npy"), np.asarray(offsets, dtype=np.int64))  # [n + 1]
-        _save_array(Path(f"{stem}.eot.npy"), np.concatenate(eots))  # [n, D] float32, completes the chunk
+        _save_array(Path(f"{stem}.offsets.npy"), offsets)
+        _save_array(Path(f"{stem}.eot.npy"), np.stack(eots))  # [n, D] float32, completes the chunk
     bar.close()
     atomic_write_json(folder / "meta.json", {"backbone": clip.identity(), "count": count, "chunk_size": chunk_size,
                                              "chunks": n_chunks, "format": STORE_FORMAT})
