@@ -39,5 +39,5 @@ setup(
         ],
         "tables": ["matplotlib>=3.5"],  # scripts/tables/: the tables' and figures' PNGs
     },
-    entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main", "hiprompt=hiprompt.cli:main"]},
+    entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main", "hiprompt=hiprompt.apps.cli:main"]},
 )

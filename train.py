@@ -29,7 +29,7 @@ from hiprompt.clip import WeightsUnavailableError
 from hiprompt.config import ConfigError, extend_cfg, get_cfg_default, validate_cfg
 from hiprompt.data import DataLayoutError
 from hiprompt.registry import USING_DASSL
-from hiprompt.runtime import build_trainer, set_random_seed
+from hiprompt.training.runtime import build_trainer, set_random_seed
 
 
 def parse_args(argv=None):

@@ -1,6 +1,6 @@
 """LLMKnowledgeText: the text-only training set read from an `llm_knowledge` folder."""
 
-from hiprompt.knowledge import KnowledgeText
+from hiprompt.data.knowledge import KnowledgeText
 from hiprompt.registry import DATASET_REGISTRY
 
 

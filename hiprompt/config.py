@@ -14,14 +14,11 @@ Dassl's `get_cfg_default()` when Dassl is the runtime.
 
 from yacs.config import CfgNode as CN
 
-from .clip.backbone import ACTIVATIONS
-from .knowledge import KINDS, LABEL_POLICIES
-from .losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
-from .prompt_learner import CLASS_TOKEN_POSITIONS, LEARNED_NAMES, PROMPT_ENCODINGS
-
-# OpenAI CLIP's input normalisation.
-CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+from hiprompt.clip.backbone import ACTIVATIONS
+from hiprompt.data.knowledge import KINDS, LABEL_POLICIES
+from hiprompt.data.transforms import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, INTERPOLATIONS, RESIZE_MODES
+from hiprompt.model.losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
+from hiprompt.model.prompt_learner import CLASS_TOKEN_POSITIONS, LEARNED_NAMES, PROMPT_ENCODINGS
 
 
 def _base_defaults() -> CN:
@@ -95,7 +92,7 @@ def extend_cfg(cfg: CN) -> CN:
     # position before its value/output projections (DualCoOp) or not (TaI-DPT's dense forward)
     cfg.MODEL.BACKBONE.DENSE_POS_EMBED = True
     cfg.TEST.EVALUATOR = "MultiLabelEvaluator"  # (Dassl's default is single-label `Classification`)
-    # Metric conventions (hiprompt/metrics.py): hiprompt (mAP over classes with a positive, tied
+    # Metric conventions (hiprompt/training/metrics.py): hiprompt (mAP over classes with a positive, tied
     # scores one threshold; CP/CR/CF1 and OP/OR/OF1 on the top-3) | peer (TaI-DPT's and
     # DualCoOp's code: every class in mAP, ties ranked by order; CP/CR/CF1, OP/OR/OF1 at TEST.THRESHOLD)
     cfg.TEST.METRICS = "hiprompt"
@@ -133,7 +130,7 @@ def extend_cfg(cfg: CN) -> CN:
     # about plus those named, as TaI-DPT labels captions by the names they contain)
     cfg.DATASET.TEXT.LABELS = "both"
     cfg.DATASET.TEXT.HOLDOUT = 0.0  # fraction of sentences kept out of training for a text-side check
-    # Disk for the stored per-token description features (hiprompt/text_features.py, about
+    # Disk for the stored per-token description features (hiprompt/cache/text_features.py, about
     # N x mean tokens x D x 2 bytes); a corpus whose store would be larger is encoded batch by
     # batch during training instead, with the same losses. 0 = always on the fly (this project:
     # room for the paper's COCO corpus on RN50, 1.5M sentences x ~15 tokens x 1024 x 2 B ≈ 46 GB)
@@ -192,7 +189,7 @@ def extend_cfg(cfg: CN) -> CN:
     # tree is the fastest (this project, measured: docs/benchmarks.md "Training at paper scale")
     hp.PROMPT_ENCODING = "tree"
 
-    # DualCoOp (hiprompt/dualcoop.py); defaults from its code (utils/build_cfg.py, opts.py,
+    # DualCoOp (hiprompt/baselines/dualcoop.py); defaults from its code (utils/build_cfg.py, opts.py,
     # models/dualcoop.py, utils/asymmetric_loss.py)
     dc = cfg.TRAINER.DUALCOOP = CN()
     # images: as published, on the training images with partial labels (cached features of the
@@ -259,9 +256,7 @@ def _text_kinds():
     return check, f"all, or one or a comma list of {', '.join(KINDS)}"
 
 
-RESIZE_MODES = ("square", "resize_crop")
-PRECISIONS = ("auto", "fp32", "bf16")  # TRAINER.HIPROMPT.PREC (hiprompt.runtime.prompt_autocast)
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+PRECISIONS = ("auto", "fp32", "bf16")  # TRAINER.HIPROMPT.PREC (hiprompt.training.runtime.prompt_autocast)
 
 # Every numeric setting's range and every choice setting's choices (documented above).
 # INPUT.SIZE: at least one stride of the image towers (a ResNet CLIP downsamples 32x).
@@ -354,7 +349,7 @@ def validate_cfg(cfg: CN) -> None:
 
 # -- what a resume compares ------------------------------------------------------------------
 # Keys that cannot change the learned prompts. Resuming a run compares every other setting
-# with the one its checkpoint recorded (hiprompt.checkpoint); a name ending in "." covers
+# with the one its checkpoint recorded (hiprompt.training.checkpoint); a name ending in "." covers
 # its whole node. OPTIM.MAX_EPOCH is compared with its own rule there (a run may be extended).
 RESUME_NEUTRAL = (
     # where a run is written, how it is logged and computed
@@ -370,7 +365,7 @@ RESUME_NEUTRAL = (
     # (architecture, weights digest, activation)
     "DATASET.TEXT.DIR", "MODEL.BACKBONE.NAME", "MODEL.BACKBONE.WEIGHTS", "MODEL.BACKBONE.ACTIVATION",
     # read by DualCoOp only, which compares them itself (training images by their list and
-    # labels; hiprompt/dualcoop_training.py), so other trainers' runs do not depend on them
+    # labels; hiprompt/baselines/dualcoop_training.py), so other trainers' runs do not depend on them
     "DATASET.TRAIN_SPLIT", "DATASET.TRAIN_CSV", "TRAINER.DUALCOOP.",
 )
 

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from hiprompt.knowledge import check_class_count, write_knowledge_folder
+from hiprompt.data.knowledge import check_class_count, write_knowledge_folder
 from llm_knowledge.cli import read_classes, read_synonyms
 from llm_knowledge.labelling import Labeller
 from llm_knowledge.synonyms import default_synonyms

@@ -38,13 +38,23 @@ from typing import Dict, List, Tuple
 from tabulate import tabulate
 from tqdm import tqdm
 
-from hiprompt.knowledge import FILES, MANIFEST, check_class_count, check_groups, verify_manifest, write_knowledge_folder
+from hiprompt.data.knowledge import (
+    FILES,
+    MANIFEST,
+    check_class_count,
+    check_groups,
+    verify_manifest,
+    write_knowledge_folder,
+)
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import BackendError, BackendOptions, create_backend
 from llm_knowledge.cache import AnswerCache
 from llm_knowledge.counts import Counts
 from llm_knowledge.grouping import (
-    GroupingOptions, clip_text_embeddings, degenerate, embedding_groups,
+    GroupingOptions,
+    clip_text_embeddings,
+    degenerate,
+    embedding_groups,
 )
 from llm_knowledge.labelling import Labeller, rules_digest
 from llm_knowledge.parsing import Parsed, dedup_key, parse_attributes, parse_groups, parse_sentences

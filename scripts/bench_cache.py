@@ -14,12 +14,12 @@ import time
 
 import torch
 
-from hiprompt.clip import build_clip
-from hiprompt.data import TestTransform, read_coco
-from hiprompt.features import image_features
-from hiprompt.method import PromptedCLIP
+from hiprompt.cache.image_features import image_features
 from hiprompt.classnames import COCO_CLASSES
+from hiprompt.clip import build_clip
 from hiprompt.config import get_cfg_default
+from hiprompt.data import TestTransform, read_coco
+from hiprompt.model.method import PromptedCLIP
 
 
 def time_call(fn, repeat=1):

@@ -7,7 +7,7 @@ Writes `--images` synthetic JPEGs (640 x 480, quality 90, COCO's typical size) t
 folder, then prints images per second for: decoding + transform alone (the DataLoader with
 `--workers` processes), the encoder alone (global and dense features of ready tensors, RN50
 random weights at 224 px unless told otherwise), and the evaluation path end to end
-(`hiprompt.features.image_features`: decode, transform, encode, cache write).
+(`hiprompt.cache.image_features.image_features`: decode, transform, encode, cache write).
 """
 
 import argparse
@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from hiprompt.cache.image_features import image_features
 from hiprompt.clip import build_clip
 from hiprompt.data.base import MultiLabelImageSet
 from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.data.transforms import TestTransform
-from hiprompt.features import image_features
 
 
 def write_jpegs(folder: Path, count: int) -> list:

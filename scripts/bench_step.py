@@ -38,13 +38,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from hiprompt.cache.text_features import text_features
 from hiprompt.classnames import COCO_CLASSES
 from hiprompt.clip import build_clip
 from hiprompt.config import PRECISIONS, get_cfg_default
-from hiprompt.method import PromptedCLIP
-from hiprompt.text_features import text_features
-from hiprompt.runtime import prompt_autocast
-from hiprompt.trainer import build_optimizer
+from hiprompt.model.method import PromptedCLIP
+from hiprompt.training.prompt_training import build_optimizer
+from hiprompt.training.runtime import prompt_autocast
 
 # COCO's 12 supercategories are consecutive runs of its 80 classes in category order
 # (person, vehicle, outdoor, animal, accessory, sports, kitchen, food, furniture,

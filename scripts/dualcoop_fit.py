@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiprompt.baselines.dualcoop import DualCoOpModel, positive_margin
+from hiprompt.cache.image_features import image_features
 from hiprompt.clip import build_clip
 from hiprompt.config import get_cfg_default
 from hiprompt.data.custom import read_custom_csv
 from hiprompt.data.transforms import TestTransform
-from hiprompt.dualcoop import DualCoOpModel, positive_margin
-from hiprompt.features import image_features
-from hiprompt.metrics import multilabel_metrics
+from hiprompt.training.metrics import multilabel_metrics
 
 LOSS_WEIGHT = 0.03
 BATCH_SIZE = 32

@@ -57,4 +57,4 @@ for SEED in $SEEDS; do
         DATASET.TEXT.DIR "$KNOWLEDGE" "${CTX_OPTS[@]}" "${OPTS[@]}"
 done
 
-python -m hiprompt.summarize "${OUTPUT}/${DATASET}/${TRAINER}/${RUN}"
+python -m hiprompt.training.summarize "${OUTPUT}/${DATASET}/${TRAINER}/${RUN}"

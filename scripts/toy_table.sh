@@ -32,7 +32,7 @@ EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0" COMPOSITION=$H bash scripts/eval.sh
 bash scripts/eval.sh "$WORLD" "$WORLD" zeroshot > /dev/null
 
 RUN=${WORLD}_nctx${N}_${H//,/-}
-python -m hiprompt.summarize --json "${OUTPUT}/${WORLD}/table.json" \
+python -m hiprompt.training.summarize --json "${OUTPUT}/${WORLD}/table.json" \
     "hand-crafted (zero-shot), global + local=${OUTPUT}/${WORLD}/ZeroshotCLIP/${WORLD}" \
     "CoOp shared (${N} S), global + local=${RUNS}/${WORLD}_nctx${N}_${N}-0-0-0" \
     "CSC (${N} C-S), global + local=${RUNS}/${WORLD}_nctx${N}_0-0-0-${N}" \

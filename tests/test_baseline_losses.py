@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train
-from hiprompt.method import PromptedCLIP
+from hiprompt.model.method import PromptedCLIP
 
 CLASSES = ["dog", "cat", "car", "bus"]
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import coco_mini_root, write_knowledge_folder
 
 import train
-from conftest import coco_mini_root, write_knowledge_folder
-from hiprompt.checkpoint import load_checkpoint
 from hiprompt.classnames import builtin_class_set
 from hiprompt.data.coco import read_coco
+from hiprompt.training.checkpoint import load_checkpoint
 
 COCO = ["--dataset-config-file", "configs/datasets/coco2017.yaml"]
 

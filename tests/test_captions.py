@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from hiprompt.knowledge import KnowledgeFolder
+from hiprompt.data.knowledge import KnowledgeFolder
 from llm_knowledge.captions import main, read_captions, write_caption_folder
 
 CLASSES = ["dog", "cat", "car", "bus"]

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hiprompt.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from hiprompt.data import ImageFeatureDataset, MultiLabelImageSet, TestTransform
+from hiprompt.data.transforms import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 
 
 def _image_set(paths):

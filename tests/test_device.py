@@ -9,11 +9,11 @@ import os
 
 import pytest
 import torch
-
-import train
 from conftest import coco_mini_root
 from emulated_cuda import EmulatedDeviceMismatch, EmulatedTensor, emulated_cuda
 from test_trainer import make_text_world
+
+import train
 
 TRAINERS = ["HierarchicalCoOp", "CoOp", "TaIDPT", "ZeroshotCLIP", "DualCoOp"]
 
@@ -149,7 +149,7 @@ def test_bf16_setting_runs_on_the_device(tmp_path):
 def tagger_scores(tmp_path, monkeypatch, device, emulate=True) -> dict:
     """{image: scores} of `hiprompt tag` (toy oracle's knowledge, one epoch) on 24 toy images;
     each device with its own cache, so that each learns its own prompts."""
-    from hiprompt.cli import main
+    from hiprompt.apps.cli import main
     from hiprompt.toyworld.generate import write_dataset
 
     photos = tmp_path / "photos"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hiprompt.dualcoop import DualPromptLearner, positive_margin, region_logits
-from hiprompt.losses import asymmetric_loss
-from hiprompt.partial_labels import MASK_FILE, hide, known_mask, run_mask
+from hiprompt.baselines.dualcoop import DualPromptLearner, positive_margin, region_logits
+from hiprompt.baselines.partial_labels import MASK_FILE, hide, known_mask, run_mask
+from hiprompt.model.losses import asymmetric_loss
 
 
 def asl_by_hand(logits, targets, gamma_neg=2.0, gamma_pos=1.0, clip=0.05, eps=1e-6):

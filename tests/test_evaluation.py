@@ -5,9 +5,9 @@ import pytest
 import torch
 from yacs.config import CfgNode as CN
 
-from hiprompt.evaluation import MultiLabelEvaluator
-from hiprompt.metrics import multilabel_metrics
 from hiprompt.registry import EVALUATOR_REGISTRY
+from hiprompt.training.evaluation import MultiLabelEvaluator
+from hiprompt.training.metrics import multilabel_metrics
 
 
 def _cfg(tmp_path) -> CN:

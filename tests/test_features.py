@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hiprompt.cache.image_features import feature_cache_key, image_features
 from hiprompt.data import MultiLabelImageSet, TestTransform
-from hiprompt.features import feature_cache_key, image_features
 
 SIZE = 8
 

@@ -1,13 +1,13 @@
-"""The knowledge-folder reader (`hiprompt.knowledge`): every malformed or forbidden file is
+"""The knowledge-folder reader (`hiprompt.data.knowledge`): every malformed or forbidden file is
 an error naming the file, line or group and what was expected; unused corpus lines are
 counted by reason; a folder whose files disagree with its manifest is refused."""
 
 import json
 
 import pytest
-
 from conftest import write_knowledge_folder
-from hiprompt.knowledge import KnowledgeFolder
+
+from hiprompt.data.knowledge import KnowledgeFolder
 
 CLASSES = ["dog", "cat", "car", "bus"]
 GROUPS = {"coarse": [["dog", "cat"], ["car", "bus"]], "fine": [["car", "bus"]]}

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from hiprompt.knowledge import KnowledgeFolder
+from hiprompt.data.knowledge import KnowledgeFolder
 from llm_knowledge import pipeline as pipeline_module
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import (
-    BackendError, BackendOptions, backend_class, create_backend, register_backend,
+    BackendError,
+    BackendOptions,
+    backend_class,
+    create_backend,
+    register_backend,
 )
 from llm_knowledge.cli import main
 from llm_knowledge.counts import build_counts

@@ -11,7 +11,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from hiprompt.classnames import prompt_name
 from hiprompt.clip.backbone import build_clip
-from hiprompt.knowledge import KnowledgeFolder
+from hiprompt.data.knowledge import KnowledgeFolder
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import BackendOptions, register_backend
 from llm_knowledge.cache import answer_key

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hiprompt.losses import order_loss, ranking_loss
-from hiprompt.prompt_learner import HierarchicalPromptLearner, slot_assignment
-from hiprompt.scoring import fuse, global_scores, local_scores
+from hiprompt.model.losses import order_loss, ranking_loss
+from hiprompt.model.prompt_learner import HierarchicalPromptLearner, slot_assignment
+from hiprompt.model.scoring import fuse, global_scores, local_scores
 
 
 def test_ranking_loss_hand_computed():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from hiprompt.metrics import average_precision, multilabel_metrics
+from hiprompt.training.metrics import average_precision, multilabel_metrics
 
 
 def test_hand_computed_tiny_case():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from yacs.config import CfgNode as CN
 
-from hiprompt.evaluation import MultiLabelEvaluator
-from hiprompt.metrics import multilabel_metrics, peer_metrics
+from hiprompt.training.evaluation import MultiLabelEvaluator
+from hiprompt.training.metrics import multilabel_metrics, peer_metrics
 
 # class 0: a positive on top, then a tie of a positive and a negative at 0.5; class 1: no positive
 SCORES = np.array([[0.9, 0.2], [0.5, 0.8], [0.5, 0.3], [0.1, 0.4]])

@@ -8,14 +8,14 @@ import json
 
 import pytest
 import torch
+from conftest import coco_mini_root, write_knowledge_folder
 
 import train
-from conftest import coco_mini_root, write_knowledge_folder
-from hiprompt.checkpoint import load_checkpoint
 from hiprompt.classnames import builtin_class_set, label_phrase, prompt_name
 from hiprompt.config import ConfigError, get_cfg_default, validate_cfg
-from hiprompt.method import PromptedCLIP
-from hiprompt.prompt_learner import HierarchicalPromptLearner
+from hiprompt.model.method import PromptedCLIP
+from hiprompt.model.prompt_learner import HierarchicalPromptLearner
+from hiprompt.training.checkpoint import load_checkpoint
 
 # "mouse" reads "computer mouse" in prompts (two tokens), "traffic light" is two tokens too;
 # "hair drier" is in no group, "traffic light" only in a coarse one

@@ -4,7 +4,7 @@ embeddings and gradients of the plain open_clip forward (each set at 77 position
 import pytest
 import torch
 
-from hiprompt.prompt_learner import HierarchicalPromptLearner
+from hiprompt.model.prompt_learner import HierarchicalPromptLearner
 
 CLASSES = ["cat", "dog", "car", "bus", "traffic light", "hair drier"]
 # "hair drier" is in no group at either level; "traffic light" only in a coarse group

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 import torch
-
-import train
-from hiprompt.checkpoint import run_differences
 from test_config import error_line
 from test_trainer import make_text_world
+
+import train
+from hiprompt.training.checkpoint import run_differences
 
 
 def cli(world, out, *opts, model_dir=None):

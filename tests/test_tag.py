@@ -1,4 +1,4 @@
-"""The tagger (`hiprompt tag`, hiprompt/tag.py): threshold calibration, image discovery, the
+"""The tagger (`hiprompt tag`, hiprompt/apps/tag.py): threshold calibration, image discovery, the
 append-only output and its resume, EXIF orientation, the scores' equation, clear errors, and
 two end-to-end runs: SmolLM2 + the tiny backbone on real COCO images with a corrupt file and a
 PNG, and the toy world, whose predictions must beat chance by a wide margin."""
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import coco_mini_root
 from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score
 
-from conftest import coco_mini_root
-from hiprompt import tag
-from hiprompt.cli import main
+from hiprompt.apps import tag
+from hiprompt.apps.cli import main
 from hiprompt.config import get_cfg_default
-from hiprompt.method import PromptedCLIP
+from hiprompt.model.method import PromptedCLIP
 from hiprompt.paths import cache_root
 
 LABELS = ["cat", "dog"]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hiprompt import text_features as tf
+from hiprompt.cache import text_features as tf
 from hiprompt.config import get_cfg_default
-from hiprompt.method import PromptedCLIP
+from hiprompt.model.method import PromptedCLIP
 
 CLASSES = ["dog", "cat", "car", "bus"]
 TEXTS = [

@@ -14,13 +14,13 @@ import torch
 
 import train
 from hiprompt.clip.backbone import build_clip
-from hiprompt.metrics import multilabel_metrics
 from hiprompt.toyworld.captions import caption_for, describe
 from hiprompt.toyworld.draw import SHAPES, make_image, object_mask, render
 from hiprompt.toyworld.generate import write_dataset
 from hiprompt.toyworld.oracle import ToyOracleBackend
 from hiprompt.toyworld.world import COLOURS, TEXTURES, SceneSample, never_together, sample_scene
 from hiprompt.toyworld.worlds import get_world
+from hiprompt.training.metrics import multilabel_metrics
 from llm_knowledge.cli import main as knowledge_main
 
 WORLD = get_world("toy80")

@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import coco_mini_root, voc_mini_root, write_knowledge_folder
 from PIL import Image
 
 import train
-from conftest import coco_mini_root, voc_mini_root, write_knowledge_folder
 from hiprompt.clip import ClipBackbone
-from hiprompt.runtime import build_trainer, set_random_seed
+from hiprompt.training.runtime import build_trainer, set_random_seed
 
 ZS_TINY = ["--trainer", "ZeroshotCLIP", "--config-file", "configs/trainers/ZeroshotCLIP/tiny.yaml"]
 HC_TINY = ["--trainer", "HierarchicalCoOp", "--config-file", "configs/trainers/HierarchicalCoOp/tiny.yaml"]

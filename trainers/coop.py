@@ -8,8 +8,8 @@ CLASS_TOKEN_POSITION are `TRAINER.HIPROMPT.CTX_INIT` and `.CLASS_TOKEN_POSITION`
 """
 
 from hiprompt.registry import TRAINER_REGISTRY
-from hiprompt.runtime import TrainerBase
-from hiprompt.trainer import PromptTraining
+from hiprompt.training.prompt_training import PromptTraining
+from hiprompt.training.runtime import TrainerBase
 
 
 def check_single_context(hp, trainer: str, local_branch: bool) -> None:

@@ -6,8 +6,8 @@ here the last epoch is evaluated.
 """
 
 from hiprompt.registry import TRAINER_REGISTRY
-from hiprompt.runtime import TrainerBase
-from hiprompt.trainer import PromptTraining
+from hiprompt.training.prompt_training import PromptTraining
+from hiprompt.training.runtime import TrainerBase
 from trainers.coop import check_single_context
 
 

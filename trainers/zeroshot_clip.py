@@ -1,8 +1,8 @@
 """ZeroshotCLIP: the hand-crafted prompts (all context counts 0), global and dense scores fused."""
 
 from hiprompt.registry import TRAINER_REGISTRY
-from hiprompt.runtime import TrainerBase
-from hiprompt.trainer import PromptTraining
+from hiprompt.training.prompt_training import PromptTraining
+from hiprompt.training.runtime import TrainerBase
 
 
 @TRAINER_REGISTRY.register()

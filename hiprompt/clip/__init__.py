@@ -1,3 +1,3 @@
-from .backbone import ClipBackbone, WeightsUnavailableError, build_clip
+from hiprompt.clip.backbone import ClipBackbone, WeightsUnavailableError, build_clip
 
 __all__ = ["ClipBackbone", "WeightsUnavailableError", "build_clip"]

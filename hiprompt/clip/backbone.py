@@ -20,7 +20,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
-from ..fileio import file_sha256
+from hiprompt.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 
 from torchvision import transforms as T
 
-from hiprompt.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, RESIZE_MODES
+# OpenAI CLIP's input normalisation (the defaults of INPUT.PIXEL_MEAN / INPUT.PIXEL_STD)
+CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_MODES = ("square", "resize_crop")  # INPUT.TEST_RESIZE
 _INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,
     "bilinear": T.InterpolationMode.BILINEAR,
     "nearest": T.InterpolationMode.NEAREST,
 }
+INTERPOLATIONS = tuple(_INTERPOLATIONS)  # INPUT.INTERPOLATION
 
 
 def _to_rgb(image):
@@ -42,10 +46,8 @@ class TestTransform:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.mode not in RESIZE_MODES:
             raise ValueError(f"INPUT.TEST_RESIZE {self.mode!r}: expected one of {RESIZE_MODES}")
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"INPUT.INTERPOLATION {self.interpolation!r}: expected one of {sorted(_INTERPOLATIONS)}"
-            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"INPUT.INTERPOLATION {self.interpolation!r}: expected one of {INTERPOLATIONS}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("INPUT.PIXEL_MEAN and INPUT.PIXEL_STD need 3 values (RGB)")
 

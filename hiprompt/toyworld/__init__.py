@@ -7,12 +7,12 @@ that answers from the world's tables (`oracle`), a held-out dataset writer (`gen
 a zero-shot check (`zeroshot`). See docs/toyworld.md.
 """
 
-from .captions import caption, caption_for
-from .draw import make_image, render
-from .model import images_to_tensor, load_toy_clip
-from .oracle import ToyOracleBackend
-from .world import CLASS_INFO, CLASS_NAMES, SCENE_CLASSES, TOY, World, sample_scene, world_tables
-from .worlds import WORLDS, get_world
+from hiprompt.toyworld.captions import caption, caption_for
+from hiprompt.toyworld.draw import make_image, render
+from hiprompt.toyworld.model import images_to_tensor, load_toy_clip
+from hiprompt.toyworld.oracle import ToyOracleBackend
+from hiprompt.toyworld.world import CLASS_INFO, CLASS_NAMES, SCENE_CLASSES, TOY, World, sample_scene, world_tables
+from hiprompt.toyworld.worlds import WORLDS, get_world
 
 __all__ = [
     "CLASS_INFO", "CLASS_NAMES", "SCENE_CLASSES", "ToyOracleBackend", "caption", "caption_for",

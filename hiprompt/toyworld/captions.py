@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import COLOURS, TEXTURES, TOY, SceneSample, World
+from hiprompt.toyworld.world import COLOURS, TEXTURES, TOY, SceneSample, World
 
 TEMPLATES = (
     "a photo of {objects}.",

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .world import COLOURS, TOY, SceneSample, World, sample_scene
+from hiprompt.toyworld.world import COLOURS, TOY, SceneSample, World, sample_scene
 
 
 class _Pen:

@@ -15,11 +15,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..fileio import atomic_write_text
-from .captions import caption_for
-from .draw import make_image
-from .world import TOY, World
-from .worlds import WORLDS, get_world
+from hiprompt.fileio import atomic_write_text
+from hiprompt.toyworld.captions import caption_for
+from hiprompt.toyworld.draw import make_image
+from hiprompt.toyworld.world import TOY, World
+from hiprompt.toyworld.worlds import WORLDS, get_world
 
 PRETRAINING_SEED = 0
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from ..clip.backbone import ClipBackbone, build_clip
-from .world import TOY, World
+from hiprompt.clip.backbone import ClipBackbone, build_clip
+from hiprompt.toyworld.world import TOY, World
 
 WEIGHTS_PATH = Path(__file__).with_name("toy_clip.pt")
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .world import COLOURS, POSITIONS, TEXTURES, TOY, world_tables
-from .worlds import get_world
+from hiprompt.toyworld.world import COLOURS, POSITIONS, TEXTURES, TOY, world_tables
+from hiprompt.toyworld.worlds import get_world
 
 DIMENSIONS = ("colour", "size", "texture", "shape", "position", "scene")
 DEFAULT_SENTENCES = 5

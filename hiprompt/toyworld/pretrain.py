@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from ..clip.backbone import TINY_CONFIGS
-from ..fileio import atomic_torch_save, atomic_write_json
-from .captions import caption_for
-from .draw import make_image
-from .model import images_to_tensor, pixels_to_tensor
-from .world import TOY, World
-from .worlds import WORLDS, get_world
+from hiprompt.clip.backbone import TINY_CONFIGS
+from hiprompt.fileio import atomic_torch_save, atomic_write_json
+from hiprompt.toyworld.captions import caption_for
+from hiprompt.toyworld.draw import make_image
+from hiprompt.toyworld.model import images_to_tensor, pixels_to_tensor
+from hiprompt.toyworld.world import TOY, World
+from hiprompt.toyworld.worlds import WORLDS, get_world
 
 WARMUP_FRACTION = 0.05
 

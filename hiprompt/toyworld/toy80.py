@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .world import CLASS_INFO, COLOURS, TEXTURES, CaptionStyle, ClassInfo, SceneInfo, World
-from .world import SCENES as WORLD_SCENES
+from hiprompt.toyworld.world import CLASS_INFO, COLOURS, TEXTURES, CaptionStyle, ClassInfo, SceneInfo, World
+from hiprompt.toyworld.world import SCENES as WORLD_SCENES
 
 IMAGE_SIZE = 128
 TABLE_SEED = 80

@@ -1,7 +1,7 @@
 """The toy worlds by name: `toy` (the default, fast CI world) and `toy80` (the harder one)."""
 
-from .toy80 import TOY80
-from .world import TOY, World
+from hiprompt.toyworld.toy80 import TOY80
+from hiprompt.toyworld.world import TOY, World
 
 WORLDS = {world.name: world for world in (TOY, TOY80)}
 

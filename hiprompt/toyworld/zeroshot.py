@@ -12,12 +12,12 @@ import argparse
 import numpy as np
 import torch
 
-from ..metrics import multilabel_metrics
-from ..scoring import fuse, global_scores, local_scores
-from .draw import make_image
-from .model import images_to_tensor, load_toy_clip
-from .world import TOY, World
-from .worlds import WORLDS, get_world
+from hiprompt.model.scoring import fuse, global_scores, local_scores
+from hiprompt.toyworld.draw import make_image
+from hiprompt.toyworld.model import images_to_tensor, load_toy_clip
+from hiprompt.toyworld.world import TOY, World
+from hiprompt.toyworld.worlds import WORLDS, get_world
+from hiprompt.training.metrics import multilabel_metrics
 
 PROMPT = "a photo of a {}."
 DENSE_TAU = 0.02

@@ -22,7 +22,7 @@ import numpy as np
 from tabulate import tabulate
 
 from hiprompt.fileio import atomic_write_bytes, atomic_write_text
-from hiprompt.summarize import collect, mean_std
+from hiprompt.training.summarize import collect, mean_std
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_EPOCHS = 2  # --quick: the schedule cut to this many epochs, one seed

@@ -8,9 +8,24 @@ mAP, tied scores ranked by order), the conventions behind the quoted numbers.
     python scripts/tables/table5.py --world coco --data DATA --captions DATA/annotations/captions_train2014.json
 """
 
-from common import (Run, World, bar_figure, cell, coop, dualcoop_images, dualcoop_text, ours, paper_cell,
-                    parse_args, run_all, taidpt, write_outputs, zero_shot)
-from hiprompt.summarize import mean_std
+from common import (
+    Run,
+    World,
+    bar_figure,
+    cell,
+    coop,
+    dualcoop_images,
+    dualcoop_text,
+    ours,
+    paper_cell,
+    parse_args,
+    run_all,
+    taidpt,
+    write_outputs,
+    zero_shot,
+)
+
+from hiprompt.training.summarize import mean_std
 
 # the paper's Table 5 (mAP): method, training source, annotation, MS-COCO, VOC2007, NUS-WIDE
 QUOTED = [

@@ -14,8 +14,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .checkpoint import PromptCheckpointing
-from .registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL, lookup
+from hiprompt.registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL, lookup
+from hiprompt.training.checkpoint import PromptCheckpointing
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder
+from hiprompt.fileio import atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder
 
 KINDS = ("coarse", "fine", "relation", "caption")  # caption: image captions (llm_knowledge.captions)
 LABEL_POLICIES = ("asked", "found", "both")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .config import get_cfg_default, result_settings
-from .fileio import atomic_torch_save
+from hiprompt.config import get_cfg_default, result_settings
+from hiprompt.fileio import atomic_torch_save
 
 log = logging.getLogger(__name__)
 _PATTERN = re.compile(r"^model\.pth\.tar-(\d+)$")

@@ -1,5 +1,5 @@
 """The `hiprompt` command. `hiprompt tag`: a list of labels and a folder of photos in,
-per-image predictions out (the steps are hiprompt.tag's functions).
+per-image predictions out (the steps are hiprompt.apps.tag's functions).
 
     hiprompt tag --labels labels.txt --images PHOTOS/ --out predictions.csv
     hiprompt tag --prompts prompts.pt --images MORE_PHOTOS/ --out more.jsonl
@@ -12,13 +12,12 @@ import json
 import logging
 import sys
 
+from hiprompt.apps import tag
+from hiprompt.clip import WeightsUnavailableError
+from hiprompt.data.base import DataLayoutError
+from hiprompt.fileio import atomic_write_json
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, backend_names
 from llm_knowledge.counts import PROFILES
-
-from . import tag
-from .clip import WeightsUnavailableError
-from .data.base import DataLayoutError
-from .fileio import atomic_write_json
 
 
 def _add_tag_parser(commands) -> None:

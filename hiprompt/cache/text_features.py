@@ -29,7 +29,7 @@ import torch
 from numpy.lib import format as npy_format
 from tqdm import tqdm
 
-from .fileio import atomic_write_json
+from hiprompt.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 

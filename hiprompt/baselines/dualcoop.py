@@ -1,5 +1,5 @@
 """DualCoOp (Sun et al., NeurIPS 2022) on the project's frozen CLIP: a positive and a negative
-prompt per class, class-specific region aggregation, the asymmetric loss (hiprompt.losses).
+prompt per class, class-specific region aggregation, the asymmetric loss (hiprompt.model.losses).
 
 A class has two prompts `[SOT] t_1 … t_M <class name> . [EOT]`, one with positive context,
 one with negative; contexts are shared by all classes or class-specific (CSC). Both are made
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import asymmetric_loss
-from .prompt_learner import ClassPromptEncoder, HierarchicalContext
+from hiprompt.model.losses import asymmetric_loss
+from hiprompt.model.prompt_learner import ClassPromptEncoder, HierarchicalContext
 
 
 def context_slots(num_classes: int) -> dict:

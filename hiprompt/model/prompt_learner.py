@@ -18,8 +18,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .classnames import label_phrase, prompt_name
-from .prompt_tree import PromptTree
+from hiprompt.classnames import label_phrase, prompt_name
+from hiprompt.model.prompt_tree import PromptTree
 
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
 PROMPT_ENCODINGS = ("tree", "truncated", "full")  # same values; tree is the fastest
@@ -187,7 +187,7 @@ class HierarchicalPromptLearner(nn.Module):
 
     encoding: how the class embeddings are computed, all giving the same values:
     `tree` (both sets in one call, up to the longest end-of-text, each shared prefix once:
-    hiprompt/prompt_tree.py), `truncated` (both sets in one call up to the longest
+    hiprompt/model/prompt_tree.py), `truncated` (both sets in one call up to the longest
     end-of-text), `full` (each set on its own at the full context length). The tree needs
     the context before the name (position `end`); `middle` and `front` use `truncated` for it.
 

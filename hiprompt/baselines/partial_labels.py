@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_bytes
+from hiprompt.fileio import atomic_write_bytes
 
 MASK_FILE = "partial_labels.npz"
 

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from .losses import order_loss, ranking_loss
-from .prompt_learner import ClassPromptEncoder, HierarchicalPromptLearner, context_counts
-from .scoring import fuse, global_scores, local_scores
+from hiprompt.model.losses import order_loss, ranking_loss
+from hiprompt.model.prompt_learner import ClassPromptEncoder, HierarchicalPromptLearner, context_counts
+from hiprompt.model.scoring import fuse, global_scores, local_scores
 
 
 class PromptedCLIP(nn.Module):

@@ -1,7 +1,7 @@
 """Results tables over seed runs (mean ± std).
 
-    python -m hiprompt.summarize RUN                     # one run: a column per seed
-    python -m hiprompt.summarize A=RUN_A B=RUN_B ...     # several: a row per labelled run
+    python -m hiprompt.training.summarize RUN                     # one run: a column per seed
+    python -m hiprompt.training.summarize A=RUN_A B=RUN_B ...     # several: a row per labelled run
 
 A run folder holds `seed*/results_test.json` (written by the evaluator), or a
 `results_test.json` of its own (an evaluation without seeds, e.g. zero-shot).
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from .fileio import atomic_write_json
+from hiprompt.fileio import atomic_write_json
 
 RESULT_FILE = "results_test.json"
 MAIN_METRICS = ("mAP", "F1@3", "P@3", "R@3", "CF1", "OF1")

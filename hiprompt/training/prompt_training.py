@@ -14,20 +14,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
-from .clip import build_clip
-from .config import result_settings, validate_cfg
-from .data.transforms import TestTransform
-from .features import image_features
-from .fileio import atomic_write_json
-from .knowledge import check_class_count, content_hash
-from .method import PromptedCLIP
-from .metrics import multilabel_metrics
-from .paths import cache_root
-from .registry import DATASET_REGISTRY, lookup
-from .runtime import prompt_autocast
-from .scoring import fuse
-from .text_features import text_features
+from hiprompt.cache.image_features import image_features
+from hiprompt.cache.text_features import text_features
+from hiprompt.clip import build_clip
+from hiprompt.config import result_settings, validate_cfg
+from hiprompt.data.knowledge import check_class_count, content_hash
+from hiprompt.data.transforms import TestTransform
+from hiprompt.fileio import atomic_write_json
+from hiprompt.model.method import PromptedCLIP
+from hiprompt.model.scoring import fuse
+from hiprompt.paths import cache_root
+from hiprompt.registry import DATASET_REGISTRY, lookup
+from hiprompt.training import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
+from hiprompt.training.metrics import multilabel_metrics
+from hiprompt.training.runtime import prompt_autocast
 
 
 def build_optimizer(params, optim_cfg):
@@ -56,7 +56,7 @@ def build_scheduler(optimizer, optim_cfg):
 class PromptTraining:
     """Mixin implementing Dassl's trainer hooks for prompts learned on text.
 
-    Subclasses (the plug-ins) combine it with `hiprompt.runtime.TrainerBase`.
+    Subclasses (the plug-ins) combine it with `hiprompt.training.runtime.TrainerBase`.
     """
 
     def check_cfg(self, cfg):
@@ -129,7 +129,7 @@ class PromptTraining:
         return global_emb.float(), local_emb.float()
 
     def description_features(self):
-        """The corpus's description features (hiprompt/text_features.py): a memory-mapped
+        """The corpus's description features (hiprompt/cache/text_features.py): a memory-mapped
         store, or encoding per batch when the store would exceed DATASET.TEXT.FEATURE_BUDGET_GB."""
         if self.text_feats is None:
             budget = self.cfg.DATASET.TEXT.FEATURE_BUDGET_GB * 1e9

@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .clip import build_clip
-from .config import result_settings
-from .data.transforms import TestTransform
-from .dualcoop import DualCoOpModel
-from .features import image_features
-from .fileio import atomic_write_json
-from .knowledge import content_hash
-from .partial_labels import MASK_FILE, hide, image_list_digest, run_mask
-from .registry import DATASET_REGISTRY, lookup
-from .trainer import PromptTraining, build_optimizer, build_scheduler
+from hiprompt.baselines.dualcoop import DualCoOpModel
+from hiprompt.baselines.partial_labels import MASK_FILE, hide, image_list_digest, run_mask
+from hiprompt.cache.image_features import image_features
+from hiprompt.clip import build_clip
+from hiprompt.config import result_settings
+from hiprompt.data.knowledge import content_hash
+from hiprompt.data.transforms import TestTransform
+from hiprompt.fileio import atomic_write_json
+from hiprompt.registry import DATASET_REGISTRY, lookup
+from hiprompt.training.prompt_training import PromptTraining, build_optimizer, build_scheduler
 
 
 def train_image_set(cfg, classnames):

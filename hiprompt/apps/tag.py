@@ -1,6 +1,6 @@
 """The tagger: a list of labels and a folder of photos in, per-image predictions out.
 
-The steps of `hiprompt tag` (hiprompt/cli.py), each callable on its own:
+The steps of `hiprompt tag` (hiprompt/apps/cli.py), each callable on its own:
 
 1. `make_knowledge`: the knowledge stage (`llm_knowledge`) for the labels, into
    `<cache>/tag/knowledge/<key>`; every answer is cached, so a second run asks nothing.
@@ -39,20 +39,20 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from .checkpoint import checkpoint_path
-from .clip import build_clip
-from .config import get_cfg_default, result_settings, validate_cfg
-from .data.base import MultiLabelImageSet
-from .data.custom import read_custom_csv
-from .data.image_dataset import ImageFeatureDataset
-from .data.transforms import TestTransform
-from .fileio import atomic_write_bytes, atomic_write_json, file_sha256
-from .knowledge import KnowledgeFolder, KnowledgeText, content_hash
-from .method import PromptedCLIP
-from .paths import cache_root
-from .registry import DATASET_REGISTRY
-from .runtime import BuiltinTrainerX, set_random_seed
-from .trainer import PromptTraining
+from hiprompt.clip import build_clip
+from hiprompt.config import get_cfg_default, result_settings, validate_cfg
+from hiprompt.data.base import MultiLabelImageSet
+from hiprompt.data.custom import read_custom_csv
+from hiprompt.data.image_dataset import ImageFeatureDataset
+from hiprompt.data.knowledge import KnowledgeFolder, KnowledgeText, content_hash
+from hiprompt.data.transforms import TestTransform
+from hiprompt.fileio import atomic_write_bytes, atomic_write_json, file_sha256
+from hiprompt.model.method import PromptedCLIP
+from hiprompt.paths import cache_root
+from hiprompt.registry import DATASET_REGISTRY
+from hiprompt.training.checkpoint import checkpoint_path
+from hiprompt.training.prompt_training import PromptTraining
+from hiprompt.training.runtime import BuiltinTrainerX, set_random_seed
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""A Dassl-shaped evaluator for multi-label test sets (metrics live in `hiprompt.metrics`).
+"""A Dassl-shaped evaluator for multi-label test sets (metrics live in `hiprompt.training.metrics`).
 
 `evaluate()` prints a table and writes `<cfg.OUTPUT_DIR>/results_<split>.json` atomically:
 the headline metrics, per-class AP by class name, the counts behind them, and the images
 that could not be read (left out of the metrics). `TEST.METRICS peer` replaces mAP and
-CP/CR/CF1/OP/OR/OF1 by the peers' conventions (`hiprompt.metrics.peer_metrics`); the top-k
+CP/CR/CF1/OP/OR/OF1 by the peers' conventions (`hiprompt.training.metrics.peer_metrics`); the top-k
 metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
 """
 
@@ -17,8 +17,8 @@ import torch
 from tabulate import tabulate
 
 from hiprompt.fileio import atomic_write_bytes, atomic_write_json
-from hiprompt.metrics import multilabel_metrics, peer_metrics
 from hiprompt.registry import EVALUATOR_REGISTRY
+from hiprompt.training.metrics import multilabel_metrics, peer_metrics
 
 
 @EVALUATOR_REGISTRY.register()

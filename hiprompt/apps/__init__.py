@@ -1,0 +1,1 @@
+"""Applications on the library: the photo tagger and the `hiprompt` command."""

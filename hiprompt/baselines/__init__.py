@@ -1,0 +1,1 @@
+"""Baselines beyond the prompt learner's compositions: DualCoOp (model, training, partial labels)."""

@@ -1,0 +1,1 @@
+"""Frozen-feature caches: image features (global and dense) and the description store."""

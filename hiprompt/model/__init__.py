@@ -1,0 +1,1 @@
+"""The method: prompt learner, prefix-tree encoding, scores, losses and the prompted CLIP."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: the trainers' shared logic, the runtime, checkpoints, metrics, summaries."""
