@@ -3,7 +3,10 @@
 The label names are the data sets' own (COCO category names, VOC class ids, NUS-WIDE
 concept names); every module refers to a class by its label name. `prompt_name` turns a
 label name into the phrase a hand-crafted prompt uses ("mouse" -> "computer mouse").
+`read_class_list` reads the one format of a class list in a file.
 """
+
+from pathlib import Path
 
 COCO_CLASSES = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -84,3 +87,33 @@ def builtin_class_set(name: str) -> list:
             f"unknown class set {name!r}: expected one of {sorted(BUILTIN_CLASS_SETS)} "
             "or a text file with one class name per line"
         ) from None
+
+
+class ClassListError(ValueError):
+    """A class-list file that names no class, lists one twice or is not UTF-8 text."""
+
+
+def read_class_list(path) -> list:
+    """The class names of a text file, one a line, in file order: UTF-8 (a byte-order mark
+    tolerated), each line stripped, blank lines and lines starting with `#` skipped. A class
+    listed twice is a `ClassListError` naming both lines (a label names one class), and so
+    is a file without a class; a missing file is a FileNotFoundError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class list not found: {path} (expected a text file, one class name a line)")
+    names, first_line = [], {}
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                name = line.strip()
+                if not name or name.startswith("#"):
+                    continue
+                if name in first_line:
+                    raise ClassListError(f"{path}, line {number}: class {name!r} repeats line {first_line[name]}")
+                first_line[name] = number
+                names.append(name)
+    except UnicodeDecodeError as error:
+        raise ClassListError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if not names:
+        raise ClassListError(f"{path}: no class names (expected one class name a line; `#` starts a comment line)")
+    return names

@@ -14,11 +14,16 @@ Dassl's `get_cfg_default()` when Dassl is the runtime.
 
 from yacs.config import CfgNode as CN
 
+from hiprompt.baselines.dualcoop import TRAIN_DATA
+from hiprompt.choices import choices_text
 from hiprompt.clip.backbone import ACTIVATIONS
 from hiprompt.data.knowledge import KINDS, LABEL_POLICIES
 from hiprompt.data.transforms import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, INTERPOLATIONS, RESIZE_MODES
+from hiprompt.data.voc import DIFFICULT_POLICIES
 from hiprompt.model.losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
 from hiprompt.model.prompt_learner import CLASS_TOKEN_POSITIONS, LEARNED_NAMES, PROMPT_ENCODINGS
+from hiprompt.training.build import LR_SCHEDULERS, OPTIMIZERS
+from hiprompt.training.metrics import METRIC_CONVENTIONS
 
 
 def _base_defaults() -> CN:
@@ -52,12 +57,12 @@ def _base_defaults() -> CN:
     cfg.DATALOADER.TEST.BATCH_SIZE = 64  # images per feature-extraction batch (speed only)
 
     cfg.OPTIM = CN()
-    cfg.OPTIM.NAME = "sgd"  # sgd | adam | adamw (SGD: paper, TaI-DPT, CoOp)
+    cfg.OPTIM.NAME = "sgd"  # OPTIMIZERS: sgd | adam | adamw (SGD: paper, TaI-DPT, CoOp)
     cfg.OPTIM.LR = 0.002  # paper
     cfg.OPTIM.WEIGHT_DECAY = 5e-4  # Dassl
     cfg.OPTIM.MOMENTUM = 0.9  # Dassl
     cfg.OPTIM.MAX_EPOCH = 10  # paper
-    cfg.OPTIM.LR_SCHEDULER = "multi_step"  # multi_step | cosine | constant
+    cfg.OPTIM.LR_SCHEDULER = "multi_step"  # LR_SCHEDULERS: multi_step | cosine | constant
     cfg.OPTIM.STEPSIZE = (2, 5)  # multi_step: epochs at which the lr is multiplied by GAMMA (paper)
     cfg.OPTIM.GAMMA = 0.1  # paper
 
@@ -111,7 +116,7 @@ def extend_cfg(cfg: CN) -> CN:
 
     cfg.DATASET.TEST_SPLIT = "val2014"  # COCO: val2014 | val2017; VOC2007: test; NUS-WIDE: Test
     cfg.DATASET.KEEP_UNANNOTATED = True  # COCO: keep images without any annotation (TaI-DPT's rule)
-    cfg.DATASET.VOC_DIFFICULT = "negative"  # negative | positive | ignore (negative: TaI-DPT)
+    cfg.DATASET.VOC_DIFFICULT = "negative"  # DIFFICULT_POLICIES: negative | positive | ignore (negative: TaI-DPT)
     cfg.DATASET.ALLOW_MISSING_IMAGES = False  # evaluate only the listed images present on disk
     cfg.DATASET.CSV = ""  # CustomMultiLabel: CSV of `image,labels` (labels joined by |)
     cfg.DATASET.CLASSNAMES_FILE = ""  # CustomMultiLabel: optional class list, one per line
@@ -235,7 +240,7 @@ def _number(low=None, high=None, *, integer=False, low_open=False, high_open=Fal
 
 
 def _choice(*choices):
-    return (lambda value: value in choices), f"one of {', '.join(map(str, choices))}"
+    return (lambda value: value in choices), choices_text(choices)
 
 
 def _each(rule, length=None):
@@ -267,19 +272,19 @@ RULES = {
     "INPUT.PIXEL_MEAN": _each(_number(), length=3),
     "INPUT.PIXEL_STD": _each(_number(0, low_open=True), length=3),
     "INPUT.TEST_RESIZE": _choice(*RESIZE_MODES),
-    "DATASET.VOC_DIFFICULT": _choice("negative", "positive", "ignore"),
+    "DATASET.VOC_DIFFICULT": _choice(*DIFFICULT_POLICIES),
     "DATASET.TEXT.KIND": _text_kinds(),
     "DATASET.TEXT.LABELS": _choice(*LABEL_POLICIES),
     "DATASET.TEXT.HOLDOUT": _number(0, 1, high_open=True),
     "DATALOADER.NUM_WORKERS": _number(0, integer=True),
     "DATALOADER.TRAIN_X.BATCH_SIZE": _number(1, integer=True),
     "DATALOADER.TEST.BATCH_SIZE": _number(1, integer=True),
-    "OPTIM.NAME": _choice("sgd", "adam", "adamw"),
+    "OPTIM.NAME": _choice(*OPTIMIZERS),
     "OPTIM.LR": _number(0, low_open=True),
     "OPTIM.WEIGHT_DECAY": _number(0),
     "OPTIM.MOMENTUM": _number(0, 1),
     "OPTIM.MAX_EPOCH": _number(1, integer=True),
-    "OPTIM.LR_SCHEDULER": _choice("multi_step", "cosine", "constant"),
+    "OPTIM.LR_SCHEDULER": _choice(*LR_SCHEDULERS),
     "OPTIM.STEPSIZE": _each(_number(1, integer=True)),
     "OPTIM.GAMMA": _number(0, 1, low_open=True),
     "TRAIN.PRINT_FREQ": _number(1, integer=True),
@@ -308,10 +313,10 @@ RULES = {
     "TRAINER.HIPROMPT.PREC": _choice(*PRECISIONS),
     "TRAINER.HIPROMPT.PROMPT_ENCODING": _choice(*PROMPT_ENCODINGS),
     "DATASET.TEXT.FEATURE_BUDGET_GB": _number(0),
-    "TEST.METRICS": _choice("hiprompt", "peer"),
+    "TEST.METRICS": _choice(*METRIC_CONVENTIONS),
     "TEST.THRESHOLD": _number(),
     "TEST.SAVE_SCORES": _choice(True, False),
-    "TRAINER.DUALCOOP.TRAIN_DATA": _choice("images", "text"),
+    "TRAINER.DUALCOOP.TRAIN_DATA": _choice(*TRAIN_DATA),
     "TRAINER.DUALCOOP.N_CTX": _number(1, integer=True),
     "TRAINER.DUALCOOP.CSC": _choice(True, False),
     "TRAINER.DUALCOOP.CTX_STD": _number(0),
@@ -384,3 +389,18 @@ def result_settings(cfg: CN) -> dict:
 
     walk(cfg, "")
     return flat
+
+
+def apply_settings(cfg: CN, settings: dict) -> CN:
+    """The inverse of `result_settings`: set each {dotted key: value} of `settings` on `cfg`
+    (in place; returns it), a list back to a tuple where the setting holds a tuple. A key
+    that is no setting of `cfg` is a `ConfigError` naming it."""
+    for key, value in settings.items():
+        *parents, name = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, CN) else None
+        if not isinstance(node, CN) or name not in node or isinstance(node[name], CN):
+            raise ConfigError(f"unknown setting {key}: not a key of hiprompt/config.py's schema")
+        node[name] = tuple(value) if isinstance(node[name], tuple) and isinstance(value, list) else value
+    return cfg

@@ -18,10 +18,16 @@ mentions (`labelling.Labeller`, shared with the trainer) and writes, atomically:
 Short list answers are topped up with seeded sampling, and a degenerate grouping is
 re-asked and otherwise made from text embeddings (`grouping`). Every prompt and raw answer
 is kept in an append-only cache (`cache.AnswerCache`).
+
+From Python, the same run (the command calls it too):
+
+    from llm_knowledge import build_knowledge
+    manifest = build_knowledge(["cat", "dog"], "knowledge/pets", backend="openai",
+                               base_url="http://127.0.0.1:8000/v1", profile="small")
 """
 
 from llm_knowledge.labelling import Labeller
-from llm_knowledge.pipeline import RunConfig, run
+from llm_knowledge.pipeline import RunConfig, build_knowledge, run
 from llm_knowledge.questions import Question
 
-__all__ = ["Labeller", "Question", "RunConfig", "run"]
+__all__ = ["Labeller", "Question", "RunConfig", "build_knowledge", "run"]

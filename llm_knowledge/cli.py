@@ -5,13 +5,11 @@ import json
 import sys
 from pathlib import Path
 
-from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set
-from hiprompt.paths import cache_root
+from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set, read_class_list
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, backend_names
-from llm_knowledge.counts import PROFILES, Counts, build_counts
+from llm_knowledge.counts import PROFILES, Counts
 from llm_knowledge.grouping import CHOICES as GROUP_CHOICES, GroupingOptions
-from llm_knowledge.pipeline import STAGES, RunConfig, TopUpOptions, run
-from llm_knowledge.synonyms import default_synonyms
+from llm_knowledge.pipeline import STAGES, TopUpOptions, build_knowledge, parse_stages
 
 _DEFAULTS = BackendOptions()
 _TOP_UP = TopUpOptions()
@@ -19,8 +17,8 @@ _GROUPING = GroupingOptions()
 
 
 def read_classes(spec: str):
-    """(label names, source): a built-in set's name, or a text file with one class a line
-    (blank lines and lines starting with '#' are skipped)."""
+    """(label names, source): a built-in set's name, or a class-list file
+    (`hiprompt.classnames.read_class_list`: one class a line, blank and `#` lines skipped)."""
     if spec in BUILTIN_CLASS_SETS:
         return builtin_class_set(spec), spec
     path = Path(spec)
@@ -29,18 +27,7 @@ def read_classes(spec: str):
             f"--classes {spec!r}: neither a built-in class set ({sorted(BUILTIN_CLASS_SETS)}) "
             "nor an existing file"
         )
-    classes, seen = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        if name in seen:
-            raise ValueError(f"{path}:{number}: class {name!r} repeats line {seen[name]}")
-        seen[name] = number
-        classes.append(name)
-    if not classes:
-        raise ValueError(f"{path}: no class names (expected one class name per line)")
-    return classes, str(path)
+    return read_class_list(path), str(path)
 
 
 def read_synonyms(path: str, classes) -> dict:
@@ -88,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="NAME=N",
                       help=f"override one count, repeatable; NAME is one of "
                            f"{', '.join(Counts.__dataclass_fields__)}")
-    what.add_argument("--stages", default=",".join(STAGES),
+    what.add_argument("--stages", default=",".join(STAGES), type=parse_stages,
                       help="comma-separated stages to run (the stages they need are added)")
     where = parser.add_argument_group("where")
     where.add_argument("--out", required=True, help="output folder for this class set")
@@ -151,34 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args) -> RunConfig:
+def knowledge_from_args(args) -> dict:
+    """Run `build_knowledge` with the parsed arguments; returns the manifest."""
     classes, source = read_classes(args.classes)
-    synonyms = (read_synonyms(args.synonyms, classes) if args.synonyms
-                else default_synonyms(classes, args.classes))
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else cache_root() / "llm"
-    options = BackendOptions(
-        model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
-        seed=args.seed, n_ctx=args.n_ctx, base_url=args.base_url,
-        api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
-        connect_timeout=args.connect_timeout, retries=args.retries, cache_dir=str(cache_dir),
-    )
-    return RunConfig(
-        classnames=classes, out_dir=Path(args.out), cache_dir=cache_dir,
-        counts=build_counts(args.profile, args.overrides), profile=args.profile,
-        backend=args.backend, options=options, stages=stages, synonyms=synonyms,
-        source=source, progress=not args.no_progress,
+    return build_knowledge(
+        classes, args.out, backend=args.backend, model=args.model, profile=args.profile, counts=args.overrides,
+        stages=args.stages, cache_dir=args.cache_dir,
+        synonyms=read_synonyms(args.synonyms, classes) if args.synonyms else None, source=source,
+        progress=not args.no_progress,
         top_up=TopUpOptions(retries=args.top_up_retries, temperature=args.top_up_temperature,
                             seed=args.top_up_seed),
         grouping=GroupingOptions(source=args.group_source, retries=args.group_retries,
                                  backbone=args.group_backbone, weights=args.group_weights),
+        max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, n_ctx=args.n_ctx,
+        base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency,
+        timeout=args.timeout, connect_timeout=args.connect_timeout, retries=args.retries,
     )
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        manifest = run(config_from_args(args))
+        manifest = knowledge_from_args(args)
     except (ValueError, KeyError, BackendError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"llm-knowledge: error: {message}", file=sys.stderr)

@@ -31,7 +31,7 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -46,10 +46,11 @@ from hiprompt.data.knowledge import (
     verify_manifest,
     write_knowledge_folder,
 )
+from hiprompt.paths import cache_root
 from llm_knowledge import questions as Q
-from llm_knowledge.backends import BackendError, BackendOptions, create_backend
+from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, create_backend
 from llm_knowledge.cache import AnswerCache
-from llm_knowledge.counts import Counts
+from llm_knowledge.counts import Counts, build_counts
 from llm_knowledge.grouping import (
     GroupingOptions,
     clip_text_embeddings,
@@ -58,10 +59,16 @@ from llm_knowledge.grouping import (
 )
 from llm_knowledge.labelling import Labeller, rules_digest
 from llm_knowledge.parsing import Parsed, dedup_key, parse_attributes, parse_groups, parse_sentences
+from llm_knowledge.synonyms import default_synonyms
 
 STAGES = ("attributes", "coarse", "fine", "groups", "relation")
 _CORPUS_KINDS = ("coarse", "fine", "relation")  # stage name = corpus kind
 _NEEDS = {"coarse": ("attributes",), "fine": ("attributes",), "relation": ("groups",)}
+
+
+def parse_stages(text: str) -> Tuple[str, ...]:
+    """The stage names of a comma-separated list (a `--stages` value)."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def resolve_stages(stages) -> Tuple[str, ...]:
@@ -567,4 +574,34 @@ def run(config: RunConfig, backend=None) -> dict:
     return KnowledgeRun(config, backend).run()
 
 
-__all__ = ["RunConfig", "STAGES", "TopUpOptions", "format_summary", "resolve_stages", "run"]
+def build_knowledge(classes, out_dir, *, backend: str = DEFAULT_BACKEND, model: str = "",
+                    profile: str = "paper", counts=(), stages=STAGES, cache_dir=None, synonyms=None,
+                    source: str = "", progress: bool = True, top_up: TopUpOptions = TopUpOptions(),
+                    grouping: GroupingOptions = GroupingOptions(), **options) -> dict:
+    """The knowledge stage from Python, as `llm-knowledge` runs it: writes the knowledge folder
+    `out_dir` for the label names `classes` and returns its manifest.
+
+    backend, model: who answers (`llm_knowledge.backends`). profile, counts: a named set of
+    counts and "NAME=N" overrides (`llm_knowledge.counts`). stages: those to run (the ones
+    they need are added). cache_dir: the answer cache (default `$HIPROMPT_CACHE/llm`).
+    synonyms: {label: [synonym, ...]} for labelling (default: the built-in lists, those of
+    the built-in class set `source` names). source: the class set's name or file, recorded in
+    the manifest. progress: the progress bar and summary table. options: any other field of
+    `BackendOptions` (max_tokens, temperature, seed, n_ctx, base_url, ...)."""
+    known = {f.name for f in fields(BackendOptions)} - {"model", "cache_dir"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown back-end options {unknown}: expected some of {sorted(known)}")
+    classes = list(classes)
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else cache_root() / "llm"
+    return run(RunConfig(
+        classnames=classes, out_dir=Path(out_dir), cache_dir=cache_dir, counts=build_counts(profile, counts),
+        profile=profile, backend=backend,
+        options=BackendOptions(model=model, cache_dir=str(cache_dir), **options),
+        stages=tuple(stages), synonyms=default_synonyms(classes, source) if synonyms is None else synonyms,
+        source=source, progress=progress, top_up=top_up, grouping=grouping,
+    ))
+
+
+__all__ = ["RunConfig", "STAGES", "TopUpOptions", "build_knowledge", "format_summary", "parse_stages", "resolve_stages",
+           "run"]

@@ -18,8 +18,9 @@ from hiprompt.cache.image_features import image_features
 from hiprompt.classnames import COCO_CLASSES
 from hiprompt.clip import build_clip
 from hiprompt.config import get_cfg_default
-from hiprompt.data import TestTransform, read_coco
+from hiprompt.data import ImageFeatureDataset, read_coco
 from hiprompt.model.method import PromptedCLIP
+from hiprompt.training.build import build_test_transform
 
 
 def time_call(fn, repeat=1):
@@ -44,12 +45,11 @@ def main(argv=None):
     cfg = get_cfg_default()
     size = args.size or clip.image_size
     cfg.INPUT.SIZE = (size, size)
-    transform = TestTransform.from_cfg(cfg)
-    image_set = read_coco(args.root, args.split)
+    images = ImageFeatureDataset.for_test(read_coco(args.root, args.split), build_test_transform(cfg))
     with tempfile.TemporaryDirectory() as cache:
-        run = lambda: image_features(clip, image_set, transform.build(), transform.key, cache, progress=False)  # noqa: E731
+        run = lambda: image_features(clip, images, cache, progress=False)  # noqa: E731
         cold, warm = time_call(run), time_call(run)
-    print(f"evaluation features, {len(image_set)} images: encoder {cold:.2f} s, cache {warm:.3f} s, "
+    print(f"evaluation features, {len(images)} images: encoder {cold:.2f} s, cache {warm:.3f} s, "
           f"ratio {cold / warm:.0f}x")
 
     model = PromptedCLIP(clip, COCO_CLASSES, {"coarse": [], "fine": []}, cfg.TRAINER.HIPROMPT)

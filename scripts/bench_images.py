@@ -80,7 +80,7 @@ def main(argv=None):
         rates["encoder (global + dense)"] = repeat * args.batch / (time.perf_counter() - start)
 
         start = time.perf_counter()
-        image_features(clip, image_set, transform.build(), transform.key, cache_dir=Path(tmp) / "cache",
+        image_features(clip, ImageFeatureDataset.for_test(image_set, transform), cache_dir=Path(tmp) / "cache",
                        batch_size=args.batch, num_workers=args.workers, device=device, progress=False)
         sync(device)
         rates["evaluation path, end to end"] = len(paths) / (time.perf_counter() - start)

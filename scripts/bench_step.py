@@ -113,9 +113,14 @@ def rss_parts_mb() -> dict:
     return {kind: int(fields[f"Rss{kind}"].split()[0]) / 1024 for kind in ("Anon", "File")}
 
 
-def build_model(clip, encoding: str, device):
+def plain_class_embeddings(prompts):
+    """(global [C, D], local [C, D]) the TaI-DPT way: each prompt set on its own, every
+    prompt at 77 positions (the library's plain forward, `ClassPromptEncoder`)."""
+    return prompts.encoder(prompts.global_context()), prompts.encoder(prompts.local_context())
+
+
+def build_model(clip, device):
     cfg = get_cfg_default()
-    cfg.TRAINER.HIPROMPT.PROMPT_ENCODING = encoding
     torch.manual_seed(1)  # the same initial context vectors on every side
     model = PromptedCLIP(clip, COCO_CLASSES, coco_groups(), cfg.TRAINER.HIPROMPT).to(device)
     return model, build_optimizer(list(model.prompts.parameters()), cfg.OPTIM)
@@ -139,7 +144,7 @@ def run_side(args) -> dict:
     clip = build_clip(args.backbone, "random", seed=0).to(device)
     corpus = SyntheticCorpus(args.steps * args.batch)
     reference = args.side == "reference"
-    model, optimizer = build_model(clip, "full" if reference else "tree", device)
+    model, optimizer = build_model(clip, device)
     autocast = prompt_autocast(args.prec, device)
     figures = {"side": args.side}
     feats = None
@@ -160,7 +165,7 @@ def run_side(args) -> dict:
                 eot, tokens, mask = clip.encode_text(clip.tokenize([corpus[i] for i in index]))
             else:
                 eot, tokens, mask = (t.to(device) for t in feats.batch(index))
-            embeddings = model.prompts.class_embeddings()
+            embeddings = plain_class_embeddings(model.prompts) if reference else model.prompts.class_embeddings()
         return model.text_loss(eot.float(), tokens.float(), mask, labels, tuple(e.float() for e in embeddings))[0]
 
     def step(index):
@@ -374,16 +379,13 @@ def operators_part(args):
         groups = {level: [[f"{name} {copy}" if copy else name for name in group] for copy in range(copies)
                           for group in coco_groups()[level]] for level in ("coarse", "fine")}
         for grouped in (False, True):
-            row = {}
-            for encoding in ("tree", "full"):
-                cfg.TRAINER.HIPROMPT.PROMPT_ENCODING = encoding
-                model = PromptedCLIP(clip, classnames, groups if grouped else {}, cfg.TRAINER.HIPROMPT)
+            model = PromptedCLIP(clip, classnames, groups if grouped else {}, cfg.TRAINER.HIPROMPT)
+            row = {"positions": model.prompts.tree.tokens_per_layer}
+            for side, embed in (("tree", lambda p: p.class_embeddings()), ("full", plain_class_embeddings)):
                 with OperatorCount() as operators:
-                    global_emb, local_emb = model.prompts.class_embeddings()
+                    global_emb, local_emb = embed(model.prompts)
                     (global_emb.sum() + local_emb.sum()).backward()
-                row[encoding] = operators.count
-                if encoding == "tree":
-                    row["positions"] = model.prompts.tree.tokens_per_layer
+                row[side] = operators.count
             n_coarse = len(groups["coarse"]) if grouped else 0
             n_fine = len(groups["fine"]) if grouped else 0
             print(f"{len(classnames):8d} {n_coarse:7d} {n_fine:5d} {row['tree']:9d} {row['full']:9d} "

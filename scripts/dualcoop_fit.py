@@ -24,6 +24,7 @@ from hiprompt.cache.image_features import image_features
 from hiprompt.clip import build_clip
 from hiprompt.config import get_cfg_default
 from hiprompt.data.custom import read_custom_csv
+from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.data.transforms import TestTransform
 from hiprompt.training.metrics import multilabel_metrics
 
@@ -63,7 +64,7 @@ def main(argv=None):
     image_set = read_custom_csv(args.images / "labels.csv", args.images / "classnames.txt")
     clip = build_clip(args.backbone, args.weights)
     transform = TestTransform(size=(args.size, args.size))
-    feats = image_features(clip, image_set, transform.build(), transform.key)
+    feats = image_features(clip, ImageFeatureDataset.for_test(image_set, transform))
     dense = torch.from_numpy(np.asarray(feats.dense_feats, dtype=np.float32))  # [N, P, D]
     labels = torch.from_numpy(np.asarray(image_set.labels, dtype=np.float32))  # [N, C]
 

@@ -27,11 +27,14 @@ fi
 
 source scripts/common.sh
 read -r -a EXTRA <<< "${EVAL_OPTS:-}"
+if (( ${#EXTRA[@]} )); then
+    EVAL_RUN=$(python -m hiprompt.training.runs eval-name "$RUN" "${EXTRA[@]}")
+fi
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${RUN}/seed${SEED}
     EVAL_DIR=${DIR}/eval
     if (( ${#EXTRA[@]} )); then
-        EVAL_DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${RUN}__$(printf '%s-' "${EXTRA[@]}" | tr -c 'A-Za-z0-9.\n-' '_' | sed 's/-$//')/seed${SEED}
+        EVAL_DIR=${OUTPUT}/${DATASET}/HierarchicalCoOp/${EVAL_RUN}/seed${SEED}
     fi
     python train.py --root "$DATA" --seed "$SEED" --trainer HierarchicalCoOp ${HIPROMPT_WEIGHTS:+--weights "$HIPROMPT_WEIGHTS"} \
         --dataset-config-file "configs/datasets/${DATASET}.yaml" \

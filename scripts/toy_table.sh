@@ -31,12 +31,14 @@ train "$H" TRAINER.HIPROMPT.ORDER_LOSS False
 EVAL_OPTS="TRAINER.HIPROMPT.LAMBDA_FUSE 1.0" COMPOSITION=$H bash scripts/eval.sh "$WORLD" "$WORLD" "$N" > /dev/null
 bash scripts/eval.sh "$WORLD" "$WORLD" zeroshot > /dev/null
 
-RUN=${WORLD}_nctx${N}_${H//,/-}
+name() { python -m hiprompt.training.runs name "$@"; }
+RUN=$(name --composition "$H" "$WORLD" "$N")
 python -m hiprompt.training.summarize --json "${OUTPUT}/${WORLD}/table.json" \
     "hand-crafted (zero-shot), global + local=${OUTPUT}/${WORLD}/ZeroshotCLIP/${WORLD}" \
-    "CoOp shared (${N} S), global + local=${RUNS}/${WORLD}_nctx${N}_${N}-0-0-0" \
-    "CSC (${N} C-S), global + local=${RUNS}/${WORLD}_nctx${N}_0-0-0-${N}" \
+    "CoOp shared (${N} S), global + local=${RUNS}/$(name --composition "$N,0,0,0" "$WORLD" "$N")" \
+    "CSC (${N} C-S), global + local=${RUNS}/$(name --composition "0,0,0,$N" "$WORLD" "$N")" \
     "hierarchical (${H//,/\/}), global + local=${RUNS}/${RUN}" \
-    "hierarchical, global score only (λ2 = 1)=${RUNS}/${RUN}__TRAINER.HIPROMPT.LAMBDA_FUSE-1.0" \
-    "hierarchical, no local branch=${RUNS}/${RUN}_TRAINER.HIPROMPT.LOCAL_BRANCH-False" \
-    "hierarchical, no order loss=${RUNS}/${RUN}_TRAINER.HIPROMPT.ORDER_LOSS-False"
+    "hierarchical, global score only (λ2 = 1)=${RUNS}/$(python -m hiprompt.training.runs eval-name "$RUN" \
+        TRAINER.HIPROMPT.LAMBDA_FUSE 1.0)" \
+    "hierarchical, no local branch=${RUNS}/$(name --composition "$H" "$WORLD" "$N" TRAINER.HIPROMPT.LOCAL_BRANCH False)" \
+    "hierarchical, no order loss=${RUNS}/$(name --composition "$H" "$WORLD" "$N" TRAINER.HIPROMPT.ORDER_LOSS False)"

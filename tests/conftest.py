@@ -64,3 +64,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def plain_class_embeddings(learner):
+    """(global [C, D], local [C, D]) of a HierarchicalPromptLearner by the library's plain
+    forward, each set on its own at 77 positions: the reference its encodings are held to."""
+    global_emb = learner.encoder(learner.global_context() if learner.learnable else None)
+    local_emb = learner.encoder(learner.local_context()) if learner.local_context is not None else global_emb
+    return global_emb, local_emb

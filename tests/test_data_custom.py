@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from hiprompt.classnames import ClassListError, read_class_list
 from hiprompt.data import DataLayoutError, read_custom_csv
+from hiprompt.data.custom import read_classnames_file
 
 
 def _images(folder: Path, *names):
@@ -59,7 +61,39 @@ def test_duplicate_class_name_and_missing_files_are_named(tmp_path):
     names.write_text("dog\ncat\ndog\n")
     csv_path = tmp_path / "set.csv"
     csv_path.write_text("image,labels\na.jpg,dog\n")
-    with pytest.raises(DataLayoutError, match=r"classes\.txt, line 3: class 'dog' already listed on line 1"):
+    with pytest.raises(DataLayoutError, match=r"classes\.txt, line 3: class 'dog' repeats line 1"):
         read_custom_csv(csv_path, classnames_file=names)
     with pytest.raises(DataLayoutError, match=r"nope\.csv"):
         read_custom_csv(tmp_path / "nope.csv")
+
+
+# -- the one class-list reader (hiprompt.classnames.read_class_list), used here, by the knowledge
+# folder (tests/test_knowledge_folder.py) and by llm-knowledge --classes (tests/test_llm_pipeline.py)
+def test_class_list_skips_bom_comments_and_blanks(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_bytes("\ufeffdog\n# pets first\n\n  hot dog \t\r\n   \n#cat\nc#\ncat".encode())
+    assert read_class_list(path) == ["dog", "hot dog", "c#", "cat"]
+    assert read_classnames_file(path) == ["dog", "hot dog", "c#", "cat"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\n  \n# only a comment\n"])
+def test_class_list_without_a_class_names_the_file(tmp_path, content):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(content)
+    with pytest.raises(ClassListError, match=r"empty\.txt: no class names"):
+        read_class_list(path)
+    with pytest.raises(DataLayoutError, match=r"empty\.txt: no class names"):
+        read_classnames_file(path)
+
+
+def test_class_list_errors_name_the_file(tmp_path):
+    twice = tmp_path / "twice.txt"
+    twice.write_text("dog\n# dog\ncat\n dog \n")
+    with pytest.raises(ClassListError, match=r"twice\.txt, line 4: class 'dog' repeats line 1"):
+        read_class_list(twice)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(ClassListError, match=r"latin\.txt: not UTF-8 text"):
+        read_class_list(latin)
+    with pytest.raises(FileNotFoundError, match=r"absent\.txt"):
+        read_class_list(tmp_path / "absent.txt")

@@ -43,7 +43,7 @@ def test_default_transform_uses_clip_normalisation(tmp_path):
 
 
 def test_bad_transform_settings_name_the_key():
-    with pytest.raises(ValueError, match="INPUT.TEST_RESIZE 'crop'"):
+    with pytest.raises(ValueError, match="INPUT.TEST_RESIZE='crop'"):
         TestTransform(mode="crop")
     with pytest.raises(ValueError, match="INPUT.SIZE"):
         TestTransform(size=(1, 2, 3))

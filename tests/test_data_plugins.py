@@ -7,6 +7,7 @@ import datasets  # noqa: F401  (registers the plug-ins)
 from hiprompt.config import get_cfg_default
 from hiprompt.data import MissingImagesError, TestTransform
 from hiprompt.registry import DATASET_REGISTRY
+from hiprompt.training.build import build_test_transform
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -89,9 +90,9 @@ def test_custom_plugin_resolves_paths_under_root(tmp_path):
 
 
 def test_test_transform_from_config():
-    cfg = _cfg()
+    cfg = get_cfg_default()
     cfg.INPUT.SIZE = (160, 96)
     cfg.INPUT.TEST_RESIZE = "resize_crop"
-    spec = TestTransform.from_cfg(cfg)
+    spec = build_test_transform(cfg)
     assert spec.size == (160, 96) and spec.mode == "resize_crop" and spec.interpolation == "bicubic"
     assert spec.mean == tuple(cfg.INPUT.PIXEL_MEAN) and "resize_crop-160x96" in spec.key

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from hiprompt.cache.image_features import feature_cache_key, image_features
-from hiprompt.data import MultiLabelImageSet, TestTransform
+from hiprompt.data import ImageFeatureDataset, MultiLabelImageSet, TestTransform
 
 SIZE = 8
 
@@ -44,7 +44,8 @@ def _image_set(tmp_path, count=7, corrupt=(3,)):
 
 def _extract(clip, image_set, cache_dir, batch_size=2):
     spec = TestTransform(size=(SIZE, SIZE), mean=(0, 0, 0), std=(1, 1, 1))
-    return image_features(clip, image_set, spec.build(), spec.key, cache_dir, batch_size=batch_size, progress=False)
+    return image_features(clip, ImageFeatureDataset.for_test(image_set, spec), cache_dir, batch_size=batch_size,
+                          progress=False)
 
 
 def _reference(image_set):
@@ -101,14 +102,18 @@ def test_interrupted_extraction_resumes_and_never_reads_as_complete(tmp_path):
 
 def test_cache_key_depends_on_model_transform_and_images(tmp_path):
     image_set = _image_set(tmp_path, count=2, corrupt=())
-    key = feature_cache_key("m", image_set, "t")
-    assert key == feature_cache_key("m", image_set, "t")
-    assert key != feature_cache_key("other", image_set, "t")
-    assert key != feature_cache_key("m", image_set, "t2")
+
+    def key(clip, images, transform_key):
+        return feature_cache_key(clip, ImageFeatureDataset(images, None, transform_key))
+
+    first = key("m", image_set, "t")
+    assert first == key("m", image_set, "t")
+    assert first != key("other", image_set, "t")
+    assert first != key("m", image_set, "t2")
     reordered = MultiLabelImageSet("toy", ["x"], image_set.image_paths[::-1], np.zeros((2, 1)))
-    assert key != feature_cache_key("m", reordered, "t")
+    assert first != key("m", reordered, "t")
     Image.new("RGB", (40, 40)).save(image_set.image_paths[0])  # the file was replaced
-    assert key != feature_cache_key("m", image_set, "t")
+    assert first != key("m", image_set, "t")
 
 
 def test_a_cache_that_does_not_match_its_meta_is_rebuilt(tmp_path):

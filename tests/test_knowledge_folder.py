@@ -8,6 +8,7 @@ import pytest
 from conftest import write_knowledge_folder
 
 from hiprompt.data.knowledge import KnowledgeFolder
+from hiprompt.data.knowledge import write_knowledge_folder as write_folder
 
 CLASSES = ["dog", "cat", "car", "bus"]
 GROUPS = {"coarse": [["dog", "cat"], ["car", "bus"]], "fine": [["car", "bus"]]}
@@ -125,6 +126,22 @@ def test_repeated_class_name_is_refused(tmp_path):
     (knowledge / "classnames.txt").write_text("dog\ncat\n\ndog\n")
     assert error_of(lambda: KnowledgeFolder(knowledge)) == (
         f"{knowledge / 'classnames.txt'}, line 4: class 'dog' repeats line 1")
+
+
+def test_classnames_are_read_as_every_class_list(tmp_path):
+    """A byte-order mark, `#` lines and blank lines, as in any class list (tests/test_data_custom.py)."""
+    knowledge = folder(tmp_path)
+    (knowledge / "classnames.txt").write_bytes("\ufeff# animals\ndog\ncat\n\n# vehicles\ncar\nbus\n".encode())
+    assert KnowledgeFolder(knowledge).classnames == ["dog", "cat", "car", "bus"]
+    (knowledge / "classnames.txt").write_text("# nothing yet\n\n")
+    assert error_of(lambda: KnowledgeFolder(knowledge)).startswith(f"{knowledge / 'classnames.txt'}: no class names")
+
+
+@pytest.mark.parametrize("name", ["#dog", " dog", "dog\ncat", ""])
+def test_a_class_name_that_would_not_read_back_is_not_written(tmp_path, name):
+    with pytest.raises(ValueError, match="would not read back from classnames.txt"):
+        write_folder(tmp_path / "out", ["cat", name], {}, {"n_classes": 2})
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ manifest

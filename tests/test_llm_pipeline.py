@@ -26,7 +26,7 @@ from llm_knowledge.backends import (
 )
 from llm_knowledge.cli import main
 from llm_knowledge.counts import build_counts
-from llm_knowledge.pipeline import STAGES, RunConfig, resolve_stages, run
+from llm_knowledge.pipeline import STAGES, RunConfig, build_knowledge, resolve_stages, run
 from llm_knowledge.questions import KINDS
 
 
@@ -191,7 +191,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     twice = tmp_path / "twice.txt"
     twice.write_text("dog\ncat\ndog\n")
     assert _cli(tmp_path, "--classes", str(twice)) == 2
-    assert "twice.txt:3: class 'dog' repeats line 1" in capsys.readouterr().err
+    assert "twice.txt, line 3: class 'dog' repeats line 1" in capsys.readouterr().err
     assert _cli(tmp_path, "--classes", "voc2007", "--backend", "llama-cpp",
                 "--model", str(tmp_path / "missing.gguf")) == 2
     assert "missing.gguf" in capsys.readouterr().err
@@ -199,6 +199,28 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "bad count override" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _cli(tmp_path, "--classes", "voc2007", "--backend", "nope")
+
+
+def test_build_knowledge_is_what_the_cli_runs(tmp_path):
+    """The Python entry point and `llm-knowledge` make the same folder; the command's class
+    file is read as any class list (byte-order mark, `#` and blank lines skipped)."""
+    ScriptedBackend.calls = 0
+    manifest = build_knowledge(CLASSES, tmp_path / "py", backend="scripted", profile="small",
+                               counts=["n_sentences=2"], stages=("coarse",), cache_dir=tmp_path / "cache",
+                               progress=False, temperature=0.0)
+    assert (tmp_path / "py" / "classnames.txt").read_text() == "dog\ncat\nbed\ncar\nbus\n"
+    assert manifest["stages"] == ["attributes", "coarse"]  # coarse needs the attributes
+    assert manifest["counts"]["n_sentences"] == 2 and manifest["llm_calls"] == ScriptedBackend.calls > 0
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("\ufeff# indoors\ndog\ncat\nbed\n\n# outdoors\ncar\nbus\n".encode())
+    assert main(["--classes", str(classes), "--backend", "scripted", "--profile", "small", "--set", "n_sentences=2",
+                 "--stages", " coarse", "--out", str(tmp_path / "cli"), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    for name in ("classnames.txt", "attributes.json", "corpus.jsonl"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "py" / name).read_bytes()
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["llm_calls"] == 0  # all cached
+    with pytest.raises(ValueError, match=r"unknown back-end options \['temprature'\]"):
+        build_knowledge(CLASSES, tmp_path / "typo", backend="scripted", temprature=0.0)
 
 
 def test_cli_help_documents_everything(capsys):
@@ -236,18 +258,10 @@ def test_a_backend_that_stops_early_fails_clearly_and_the_rerun_resumes(tmp_path
     assert manifest["questions"]["common_attributes"]["from_cache"] == 1
 
 
-class KeywordBackend(ScriptedBackend):
-    """A back-end whose constructor names only the options it needs (as the toy oracle's)."""
-
-    def __init__(self, *, seed=0, max_tokens=1):
-        super().__init__(BackendOptions(seed=seed, max_tokens=max_tokens))
-
-
-def test_backends_get_the_options_their_constructor_names():
-    register_backend("keyword", KeywordBackend)
-    backend = create_backend("keyword", BackendOptions(seed=7, max_tokens=9, model="m"))
-    assert (backend.options.seed, backend.options.max_tokens) == (7, 9)
+def test_backends_are_built_with_the_options():
     assert create_backend("scripted", BackendOptions(seed=3)).options.seed == 3
+    oracle = create_backend("toy-oracle", BackendOptions(seed=7, max_tokens=9, model="toy80"))
+    assert oracle.seed == 7 and oracle.world.name == "toy80"
 
 
 def test_toy_oracle_runs_the_whole_stage_when_present(tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import coco_mini_root, write_knowledge_folder
+from conftest import coco_mini_root, plain_class_embeddings, write_knowledge_folder
 
 import train
 from hiprompt.classnames import builtin_class_set, label_phrase, prompt_name
@@ -68,15 +68,17 @@ def gradients(learner, embeddings) -> dict:
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
-@pytest.mark.parametrize("encoding, learned_name", [("tree", "label"), ("truncated", "prompt"), ("full", "label")])
+@pytest.mark.parametrize("encoding, learned_name", [("tree", "label"), ("truncated", "prompt"), ("plain", "label")])
 def test_class_embeddings_equal_open_clip_on_hand_assembled_prompts(tiny_clip, position, encoding, learned_name):
+    """encoding "plain": each set's own 77-position forward (conftest.plain_class_embeddings)."""
+    built = "tree" if encoding == "plain" else encoding
     torch.manual_seed(0)
     learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COUNTS, "a photo of a {}.",
-                                        learned_name=learned_name, encoding=encoding, position=position)
-    assert learner.encoding == (encoding if position == "end" else encoding.replace("tree", "truncated"))
+                                        learned_name=learned_name, encoding=built, position=position)
+    assert learner.encoding == (built if position == "end" else "truncated")
     names = [NAMES[learned_name](c) for c in CLASSES]
     contexts = learner.contexts()  # [2, C, M, W]
-    embeddings = learner.class_embeddings()
+    embeddings = plain_class_embeddings(learner) if encoding == "plain" else learner.class_embeddings()
     expected = [reference_embeddings(tiny_clip, contexts[s], names, position) for s in range(2)]
     for got, want in zip(embeddings, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
@@ -84,7 +86,7 @@ def test_class_embeddings_equal_open_clip_on_hand_assembled_prompts(tiny_clip, p
     learned = gradients(learner, embeddings)
     torch.manual_seed(0)
     twin = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COUNTS, "a photo of a {}.",
-                                     learned_name=learned_name, encoding=encoding, position=position)
+                                     learned_name=learned_name, encoding=built, position=position)
     twin_contexts = twin.contexts()
     reference = gradients(twin, [reference_embeddings(tiny_clip, twin_contexts[s], names, position) for s in range(2)])
     assert learned.keys() == reference.keys() and len(learned) == 8
@@ -133,15 +135,15 @@ def test_ctx_init_sets_the_last_context_positions_of_every_slot(tiny_clip):
     ({"shared": 0, "coarse": 0, "fine": 0, "class": 4}, {}),  # CSC
     ({"shared": 1, "coarse": 1, "fine": 1, "class": 1}, GROUPS),  # every kind holds one word
 ])
-@pytest.mark.parametrize("encoding", ["tree", "truncated", "full"])
+@pytest.mark.parametrize("encoding", ["tree", "truncated", "plain"])
 def test_the_phrase_as_whole_context_gives_the_hand_crafted_prompt(tiny_clip, counts, groups, encoding):
     """M = 4 tokens started from "a photo of a" before the readable name are the prompt
     "a photo of a {name}." itself, encoded as zero-shot CLIP encodes it."""
     learner = HierarchicalPromptLearner(tiny_clip, CLASSES, groups, counts, "a photo of a {}.", learned_name="prompt",
-                                        encoding=encoding, ctx_init="a photo of a")
+                                        encoding="tree" if encoding == "plain" else encoding, ctx_init="a photo of a")
     prompts = [f"a photo of a {prompt_name(c)}." for c in CLASSES]
     expected = tiny_clip.model.encode_text(tiny_clip.tokenize(prompts))  # [C, D]
-    global_emb, local_emb = learner.class_embeddings()
+    global_emb, local_emb = plain_class_embeddings(learner) if encoding == "plain" else learner.class_embeddings()
     torch.testing.assert_close(global_emb, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(local_emb, expected, rtol=0, atol=1e-5)
 
@@ -151,7 +153,7 @@ def test_bad_phrase_and_position_are_named(tiny_clip):
     with pytest.raises(ValueError, match=r"TRAINER\.HIPROMPT\.CTX_INIT='a photo of a': 4 tokens, more than the "
                                          r"context's 3 \(N_CTX_SHARED \+ N_CTX_COARSE .*N_CTX_SHARED 4"):
         HierarchicalPromptLearner(tiny_clip, CLASSES, {}, counts, "{}", ctx_init="a photo of a")
-    with pytest.raises(ValueError, match=r"CLASS_TOKEN_POSITION='middel': expected one of \('end', 'middle', "):
+    with pytest.raises(ValueError, match="CLASS_TOKEN_POSITION='middel': expected one of end, middle, front"):
         HierarchicalPromptLearner(tiny_clip, CLASSES, {}, counts, "{}", position="middel")
     cfg = get_cfg_default()
     cfg.TRAINER.HIPROMPT.CLASS_TOKEN_POSITION = "last"

@@ -3,6 +3,7 @@ embeddings and gradients of the plain open_clip forward (each set at 77 position
 
 import pytest
 import torch
+from conftest import plain_class_embeddings
 
 from hiprompt.model.prompt_learner import HierarchicalPromptLearner
 
@@ -18,10 +19,12 @@ COMPOSITIONS = {
 
 
 def embeddings_and_gradients(clip, counts, encoding, local_branch=True):
+    """encoding "plain": each set's own 77-position forward (conftest.plain_class_embeddings)."""
     torch.manual_seed(0)  # the same context vectors for every encoding
-    learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "a photo of a {}.",
-                                        local_branch=local_branch, encoding=encoding)
-    global_emb, local_emb = learner.class_embeddings()  # [C, D] each
+    learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "a photo of a {}.", local_branch=local_branch,
+                                        encoding="tree" if encoding == "plain" else encoding)
+    embed = plain_class_embeddings if encoding == "plain" else HierarchicalPromptLearner.class_embeddings
+    global_emb, local_emb = embed(learner)  # [C, D] each
     weights = torch.linspace(-1, 1, global_emb.numel(), device=global_emb.device).reshape(global_emb.shape)
     ((global_emb * weights).sum() + (local_emb * weights.flip(0)).square().sum()).backward()
     grads = {name: p.grad.clone() for name, p in learner.named_parameters()}
@@ -32,7 +35,7 @@ def embeddings_and_gradients(clip, counts, encoding, local_branch=True):
 @pytest.mark.parametrize("encoding", ["tree", "truncated"])
 def test_shortcut_equals_the_plain_forward_with_gradients(tiny_clip, name, encoding):
     counts = COMPOSITIONS[name]
-    plain = embeddings_and_gradients(tiny_clip, counts, "full")
+    plain = embeddings_and_gradients(tiny_clip, counts, "plain")
     fast = embeddings_and_gradients(tiny_clip, counts, encoding)
     torch.testing.assert_close(fast[0], plain[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(fast[1], plain[1], rtol=0, atol=1e-5)
@@ -50,10 +53,10 @@ def test_tree_matches_in_float64_to_rounding(tiny_clip):
     clip64 = copy.deepcopy(tiny_clip).double()
     counts = COMPOSITIONS["paper 16/8/4/4"]
     results = []
-    for encoding in ("full", "tree"):
+    for embed in (plain_class_embeddings, HierarchicalPromptLearner.class_embeddings):
         torch.manual_seed(0)
-        learner = HierarchicalPromptLearner(clip64, CLASSES, GROUPS, counts, "{}", encoding=encoding).double()
-        global_emb, local_emb = learner.class_embeddings()
+        learner = HierarchicalPromptLearner(clip64, CLASSES, GROUPS, counts, "{}").double()
+        global_emb, local_emb = embed(learner)
         (global_emb.sum() + local_emb.square().sum()).backward()
         results.append((global_emb.detach(), local_emb.detach(), [p.grad for p in learner.parameters()]))
     (g_full, l_full, grads_full), (g_tree, l_tree, grads_tree) = results
@@ -79,7 +82,7 @@ def test_tree_encodes_each_shared_prefix_once(tiny_clip):
 
 def test_single_set_and_hand_crafted_prompts(tiny_clip):
     counts = COMPOSITIONS["paper 16/8/4/4"]
-    plain = embeddings_and_gradients(tiny_clip, counts, "full", local_branch=False)
+    plain = embeddings_and_gradients(tiny_clip, counts, "plain", local_branch=False)
     tree = embeddings_and_gradients(tiny_clip, counts, "tree", local_branch=False)
     torch.testing.assert_close(tree[0], plain[0], rtol=0, atol=1e-5)
     assert torch.equal(tree[0], tree[1])  # without a local branch the local embeddings are the global ones
@@ -111,7 +114,7 @@ def test_tree_equals_the_plain_forward_on_the_gpu(tiny_clip, name):
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
         clip = copy.deepcopy(tiny_clip).cuda()
-        plain = embeddings_and_gradients(clip, COMPOSITIONS[name], "full")
+        plain = embeddings_and_gradients(clip, COMPOSITIONS[name], "plain")
         tree = embeddings_and_gradients(clip, COMPOSITIONS[name], "tree")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
@@ -131,10 +134,8 @@ def test_bf16_autocast_tree_on_cuda_keeps_fp32_master_weights(tiny_clip):
     torch.manual_seed(0)
     learner = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}").cuda()
     reference = [e.detach() for e in learner.class_embeddings()]
-    plain = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}", encoding="full").cuda()
-    plain.load_state_dict(learner.state_dict())
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        plain_bf16 = [e.detach().float() for e in plain.class_embeddings()]
+        plain_bf16 = [e.detach().float() for e in plain_class_embeddings(learner)]
         global_emb, local_emb = learner.class_embeddings()
     (global_emb.float().sum() + local_emb.float().sum()).backward()
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in learner.parameters())

@@ -1,11 +1,15 @@
 """The tagger (`hiprompt tag`, hiprompt/apps/tag.py): threshold calibration, image discovery, the
-append-only output and its resume, EXIF orientation, the scores' equation, clear errors, and
-two end-to-end runs: SmolLM2 + the tiny backbone on real COCO images with a corrupt file and a
+append-only output and its resume, EXIF orientation, the scores' equation, clear errors, loading
+a prompts file (hiprompt.config.apply_settings), the flags handed to the knowledge stage as
+keyword options, no registration at import, and two end-to-end runs: SmolLM2 + the tiny backbone on real COCO images with a corrupt file and a
 PNG, and the toy world, whose predictions must beat chance by a wide margin."""
 
 import csv
 import importlib.util
 import json
+import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,9 +25,11 @@ from sklearn.metrics import average_precision_score, f1_score
 
 from hiprompt.apps import tag
 from hiprompt.apps.cli import main
-from hiprompt.config import get_cfg_default
+from hiprompt.config import ConfigError, apply_settings, get_cfg_default, result_settings
 from hiprompt.model.method import PromptedCLIP
 from hiprompt.paths import cache_root
+from hiprompt.training.checkpoint import PROMPTS_MODEL, save_checkpoint
+from llm_knowledge.grouping import GroupingOptions
 
 LABELS = ["cat", "dog"]
 
@@ -146,6 +152,119 @@ def test_a_file_that_is_not_prompts_is_named(tmp_path, capsys):
                  str(tmp_path / "p.csv"), "--backbone", "tiny", "--weights", "random", "--no-progress"])
     assert code == 2
     assert f"{tmp_path / 'p.pt'}: unreadable as a prompts file" in capsys.readouterr().err
+
+
+def _prompts_file(path, clip, settings, groups=None):
+    """A prompts file as `learn_prompts` leaves it, with the run settings `settings`."""
+    groups = groups or {"coarse": [], "fine": []}
+    hp = apply_settings(get_cfg_default(), settings).TRAINER.HIPROMPT
+    model = PromptedCLIP(clip, LABELS, groups, hp)
+    run = {"settings": settings, "backbone": clip.identity(), "classes": LABELS, "groups": groups}
+    return save_checkpoint(path, PROMPTS_MODEL, 1, model.prompts, run=run), model
+
+
+def test_loaded_prompts_take_their_shape_from_the_file_and_fusion_from_cfg(tmp_path, tiny_clip):
+    torch.manual_seed(0)
+    cfg = get_cfg_default()
+    cfg.TRAINER.HIPROMPT.N_CTX_SHARED, cfg.TRAINER.HIPROMPT.LOCAL_BRANCH = 3, False
+    path, learned = _prompts_file(tmp_path, tiny_clip, result_settings(cfg))
+    here = get_cfg_default()
+    here.TRAINER.HIPROMPT.LAMBDA_FUSE = 0.25  # an inference setting: this run's, not the file's
+    tagger = tag.Tagger.load(path, tiny_clip, here)
+    hp = tagger.model.hp
+    assert (hp.N_CTX_SHARED, hp.LOCAL_BRANCH, hp.LAMBDA_FUSE) == (3, False, 0.25)
+    with torch.no_grad():
+        expected = learned.prompts.class_embeddings()
+    for loaded, saved in zip(tagger.embeddings, expected):
+        torch.testing.assert_close(loaded, saved.float())
+
+
+def test_prompts_file_errors_name_the_file(tmp_path, tiny_clip):
+    future = {**result_settings(get_cfg_default()), "TRAINER.HIPROMPT.FROM_THE_FUTURE": 1}
+    path, _ = _prompts_file(tmp_path, tiny_clip, result_settings(get_cfg_default()))
+    state = torch.load(path, weights_only=True)
+    state["run"]["settings"] = future
+    torch.save(state, tmp_path / "future.pt")
+    unknown = re.escape(f"{tmp_path / 'future.pt'}: unknown setting TRAINER.HIPROMPT.FROM_THE_FUTURE")
+    with pytest.raises(ValueError, match=unknown):
+        tag.Tagger.load(tmp_path / "future.pt", tiny_clip)
+    del state["run"]
+    torch.save(state, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare\.pt: records no backbone, classes and groups: not a prompts file"):
+        tag.Tagger.load(tmp_path / "bare.pt", tiny_clip)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: unreadable as a prompts file of `hiprompt tag` \(a readable"):
+        tag.Tagger.load(tmp_path / "other.pt", tiny_clip)
+    with pytest.raises(FileNotFoundError, match=r"prompts file not found: .*absent\.pt"):
+        tag.Tagger.load(tmp_path / "absent.pt", tiny_clip)
+
+
+def test_apply_settings_inverts_result_settings():
+    changed = get_cfg_default()
+    changed.OPTIM.STEPSIZE, changed.OPTIM.LR = (3, 7), 0.5
+    changed.TRAINER.HIPROMPT.TEMPLATE, changed.DATASET.TEXT.KIND = "a photo with a {}.", "fine"
+    settings = result_settings(changed)
+    assert settings["OPTIM.STEPSIZE"] == [3, 7]  # JSON-shaped, as a checkpoint records it
+    rebuilt = apply_settings(get_cfg_default(), settings)
+    assert rebuilt.OPTIM.STEPSIZE == (3, 7) and isinstance(rebuilt.OPTIM.STEPSIZE, tuple)
+    assert (rebuilt.OPTIM.LR, rebuilt.TRAINER.HIPROMPT.TEMPLATE, rebuilt.DATASET.TEXT.KIND) == (
+        0.5, "a photo with a {}.", "fine")
+    assert rebuilt == changed  # only settings outside RESUME_NEUTRAL were changed
+    for key in ("TRAINER.HIPROMPT.NOPE", "NOPE.LR", "OPTIM", "OPTIM.LR.X"):
+        with pytest.raises(ConfigError, match=rf"unknown setting {re.escape(key)}:"):
+            apply_settings(get_cfg_default(), {key: 1})
+
+
+def test_importing_the_tagger_registers_nothing():
+    """The tagger's trainer builds its class set and text set itself (no DATASET_REGISTRY)."""
+    code = ("from hiprompt.registry import DATASET_REGISTRY as R; before = sorted(R.registered_names()); "
+            "import hiprompt.apps.cli, hiprompt.apps.tag; print(before == sorted(R.registered_names()), "
+            "'TagVocabulary' in R.registered_names())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_tag_flags_become_knowledge_options(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(labels, backend, model, profile, **options):
+        calls.append((labels, backend, model, profile, options))
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr(tag, "make_knowledge", fake)
+    common = ["tag", "--labels", "coco", "--images", str(tmp_path), "--out", str(tmp_path / "p.csv"),
+              "--backbone", "tiny", "--weights", "random", "--no-progress"]
+    assert main([*common, "--backend", "openai", "--model", "m", "--profile", "small", "--count", "n_class=1",
+                 "--count", "n_pairs=2", "--stages", "coarse, groups", "--base-url", "http://h/v1",
+                 "--max-tokens", "40"]) == 2
+    assert main(common) == 2
+    grouping = GroupingOptions(backbone="tiny", weights="random")
+    given = {"progress": False, "counts": ["n_class=1", "n_pairs=2"], "grouping": grouping,
+             "stages": ("coarse", "groups"), "base_url": "http://h/v1", "max_tokens": 40}
+    assert calls == [("coco", "openai", "m", "small", given),
+                     ("coco", "chatglm-cpp", None, "paper", {"progress": False, "counts": [], "grouping": grouping})]
+
+
+def test_make_knowledge_keys_the_folder_by_labels_and_options(tmp_path, monkeypatch):
+    import llm_knowledge
+
+    calls = []
+
+    def fake(classes, out, **options):
+        calls.append((classes, Path(out), options))
+        return {"corpus": {"coarse": 1}, "llm_calls": 0}
+
+    monkeypatch.setattr(llm_knowledge, "build_knowledge", fake)
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeff# my labels\ncat\n\ndog\n".encode())
+    first = tag.make_knowledge(str(labels), "toy-oracle", cache_dir=tmp_path, progress=False, max_tokens=40)
+    again = tag.make_knowledge(str(labels), "toy-oracle", cache_dir=tmp_path, progress=False, max_tokens=40)
+    other = tag.make_knowledge(str(labels), "toy-oracle", cache_dir=tmp_path, progress=False, max_tokens=41)
+    assert first == again != other and first.parent == other.parent == tmp_path / "tag" / "knowledge"
+    classes, out, options = calls[0]
+    assert (classes, out) == (["cat", "dog"], first)
+    assert options == {"backend": "toy-oracle", "model": "", "profile": "paper", "cache_dir": tmp_path / "llm",
+                       "source": str(labels), "progress": False, "max_tokens": 40}
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from hiprompt.clip import build_clip
-from hiprompt.clip.backbone import TINY_CONFIGS
 from hiprompt.toyworld.captions import caption_for
 from hiprompt.toyworld.draw import SHAPES, make_image, render
 from hiprompt.toyworld.generate import write_dataset
-from hiprompt.toyworld.model import WEIGHTS_PATH, images_to_tensor, load_toy_clip, weights_path
+from hiprompt.toyworld.model import images_to_tensor, load_toy_clip, weights_path
 from hiprompt.toyworld.oracle import ToyOracleBackend
 from hiprompt.toyworld.pretrain import ImagePool, learning_rate, pretrain
 from hiprompt.toyworld.world import (
@@ -27,6 +26,7 @@ from hiprompt.toyworld.world import (
 )
 from hiprompt.toyworld.worlds import TOY80
 from hiprompt.toyworld.zeroshot import evaluate, held_out_set, mean_average_precision, zero_shot_scores
+from llm_knowledge.backends.base import BackendOptions
 
 torch.set_num_threads(2)
 
@@ -108,7 +108,7 @@ def _numbered(text):
 
 
 def test_oracle_lists_and_groups_have_the_expected_shapes():
-    oracle = ToyOracleBackend(seed=0)
+    oracle = ToyOracleBackend(BackendOptions(seed=0))
     common, own, kept, coarse = oracle.answer_many([
         _question("common_attributes", CLASS_NAMES, count=12),
         _question("class_attributes", ["star"], count=30),
@@ -127,7 +127,7 @@ def test_oracle_lists_and_groups_have_the_expected_shapes():
 
 
 def test_oracle_sentences_mention_what_was_asked():
-    oracle = ToyOracleBackend(seed=0)
+    oracle = ToyOracleBackend(BackendOptions(seed=0))
     described, related = oracle.answer_many([
         _question("describe", ["star"], attribute="red", count=4),
         _question("relation", ["boat", "fish"], count=6),
@@ -144,13 +144,16 @@ def test_oracle_sentences_mention_what_was_asked():
 
 def test_oracle_is_deterministic_and_rejects_what_it_cannot_answer():
     questions = [_question("describe", [name], attribute="shape", count=3) for name in CLASS_NAMES]
-    assert ToyOracleBackend(seed=0).answer_many(questions) == ToyOracleBackend(seed=0).answer_many(questions)
-    assert ToyOracleBackend(seed=0).answer_many(questions) != ToyOracleBackend(seed=1).answer_many(questions)
-    assert ToyOracleBackend(seed=0).identity() == ToyOracleBackend(seed=0).identity()
+    def oracle(seed):
+        return ToyOracleBackend(BackendOptions(seed=seed))
+
+    assert oracle(0).answer_many(questions) == oracle(0).answer_many(questions)
+    assert oracle(0).answer_many(questions) != oracle(1).answer_many(questions)
+    assert oracle(0).identity() == oracle(0).identity()
     with pytest.raises(ValueError, match="kind"):
-        ToyOracleBackend().answer(_question("poem", ["star"]))
+        ToyOracleBackend(BackendOptions()).answer(_question("poem", ["star"]))
     with pytest.raises(ValueError, match="giraffe"):
-        ToyOracleBackend().answer(_question("describe", ["giraffe"], attribute="red"))
+        ToyOracleBackend(BackendOptions()).answer(_question("describe", ["giraffe"], attribute="red"))
 
 
 # ----------------------------------------------------------------- dataset writer
@@ -264,7 +267,7 @@ def test_shipped_weights_match_their_record(world, image_size):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["weights"] == path.name and record.get("world", TOY.name) == world.name
     assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
-    assert record["config_values"] == json.loads(json.dumps(TINY_CONFIGS[world.clip_config]))
+    assert record["config_values"] == json.loads(json.dumps(world.clip_architecture))
     state = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     backbone = load_toy_clip(world=world)
@@ -291,7 +294,7 @@ def test_zero_shot_check_scores_a_candidates_weights(tmp_path):
     untrained = tmp_path / "untrained.pt"
     torch.save(build_clip("toy", "random", seed=0).model.state_dict(), untrained)
     shipped = evaluate(n_images=100, seed=1)
-    assert evaluate(n_images=100, seed=1, weights=WEIGHTS_PATH) == shipped
+    assert evaluate(n_images=100, seed=1, weights=weights_path(TOY)) == shipped
     candidate = evaluate(n_images=100, seed=1, weights=untrained)
     assert candidate["random"] == shipped["random"]
     assert candidate["fused"] < shipped["random"] + 15 < shipped["fused"]

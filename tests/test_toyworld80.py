@@ -21,6 +21,7 @@ from hiprompt.toyworld.oracle import ToyOracleBackend
 from hiprompt.toyworld.world import COLOURS, TEXTURES, SceneSample, never_together, sample_scene
 from hiprompt.toyworld.worlds import get_world
 from hiprompt.training.metrics import multilabel_metrics
+from llm_knowledge.backends.base import BackendOptions
 from llm_knowledge.cli import main as knowledge_main
 
 WORLD = get_world("toy80")
@@ -182,10 +183,10 @@ def _subject(sentence: str) -> str:
 
 
 def test_oracle_mistakes_come_at_the_set_rates():
-    clean = ToyOracleBackend(model="toy80")
-    noisy = ToyOracleBackend(model="toy80:wrong_class=0.3,wrong_attribute=0.2,missing_member=0.25")
+    clean = ToyOracleBackend(BackendOptions(model="toy80"))
+    noisy = ToyOracleBackend(BackendOptions(model="toy80:wrong_class=0.3,wrong_attribute=0.2,missing_member=0.25"))
     assert noisy.identity()["noise"] == {"wrong_attribute": 0.2, "wrong_class": 0.3, "missing_member": 0.25}
-    assert clean.identity()["world"] != ToyOracleBackend().identity()["world"]
+    assert clean.identity()["world"] != ToyOracleBackend(BackendOptions()).identity()["world"]
     assert "noise" not in clean.identity()
 
     about = [(name, line) for name in WORLD.class_names
@@ -197,7 +198,7 @@ def test_oracle_mistakes_come_at_the_set_rates():
         assert all(_subject(line) == name for line in clean.answer(_question("describe", [name], "shape", count=8)).splitlines())
 
     # wrong attributes: a colour the sentence's own class does not have
-    colour_only = ToyOracleBackend(model="toy80:wrong_attribute=0.4")
+    colour_only = ToyOracleBackend(BackendOptions(model="toy80:wrong_attribute=0.4"))
     trials = foreign = 0
     for name in WORLD.class_names:
         colour = WORLD.class_info[name].colours[0]
@@ -210,7 +211,7 @@ def test_oracle_mistakes_come_at_the_set_rates():
 
     members = missing = 0
     for seed in range(10):
-        oracle = ToyOracleBackend(seed=seed, model="toy80:missing_member=0.25")
+        oracle = ToyOracleBackend(BackendOptions(seed=seed, model="toy80:missing_member=0.25"))
         answer = oracle.answer(_question("coarse_groups", WORLD.class_names))
         grouped = [n for line in answer.splitlines() for n in line.split(". ", 1)[1].split(", ")]
         assert len(grouped) == len(set(grouped)) and set(grouped) <= set(WORLD.class_names)
@@ -220,7 +221,7 @@ def test_oracle_mistakes_come_at_the_set_rates():
 
 
 def test_a_wrong_texture_of_a_class_with_every_texture_is_another_shape_word():
-    oracle = ToyOracleBackend(model="toy80:wrong_attribute=1")
+    oracle = ToyOracleBackend(BackendOptions(model="toy80:wrong_attribute=1"))
     assert set(WORLD.class_info["block"].textures) == set(TEXTURES)
     lines = oracle.answer(_question("describe", ["block"], "striped", count=5)).splitlines()
     others = {w for c in WORLD.classes for w in c.shape_words} - set(WORLD.class_info["block"].shape_words)
@@ -231,13 +232,13 @@ def test_a_wrong_texture_of_a_class_with_every_texture_is_another_shape_word():
 
 def test_oracle_model_option_is_checked():
     with pytest.raises(ValueError, match="unknown toy world 'toy81'"):
-        ToyOracleBackend(model="toy81")
+        ToyOracleBackend(BackendOptions(model="toy81"))
     with pytest.raises(ValueError, match="'wrong=0.1' is not RATE=VALUE"):
-        ToyOracleBackend(model="toy80:wrong=0.1")
+        ToyOracleBackend(BackendOptions(model="toy80:wrong=0.1"))
     with pytest.raises(ValueError, match="wrong_class=1.5: expected a rate"):
-        ToyOracleBackend(model="toy80:wrong_class=1.5")
+        ToyOracleBackend(BackendOptions(model="toy80:wrong_class=1.5"))
     with pytest.raises(ValueError, match="not a toy80-world class"):
-        ToyOracleBackend(model="toy80").answer(_question("describe", ["dragon"], "red"))
+        ToyOracleBackend(BackendOptions(model="toy80")).answer(_question("describe", ["dragon"], "red"))
 
 
 # ----------------------------------------------------------------- the method, CI-sized

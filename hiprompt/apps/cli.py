@@ -16,8 +16,11 @@ from hiprompt.apps import tag
 from hiprompt.clip import WeightsUnavailableError
 from hiprompt.data.base import DataLayoutError
 from hiprompt.fileio import atomic_write_json
+from hiprompt.training.build import build_backbone
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, backend_names
 from llm_knowledge.counts import PROFILES
+from llm_knowledge.grouping import GroupingOptions
+from llm_knowledge.pipeline import parse_stages
 
 
 def _add_tag_parser(commands) -> None:
@@ -43,7 +46,8 @@ def _add_tag_parser(commands) -> None:
     llm.add_argument("--max-tokens", type=int, help="new tokens per answer (default: llm-knowledge's)")
     llm.add_argument("--count", action="append", default=[], metavar="NAME=N",
                      help="override one count of the profile (llm-knowledge --set), repeatable")
-    llm.add_argument("--stages", help="knowledge stages to run (llm-knowledge --stages; default: all)")
+    llm.add_argument("--stages", type=parse_stages,
+                     help="knowledge stages to run (llm-knowledge --stages; default: all)")
     model = parser.add_argument_group("prompts and backbone")
     model.add_argument("--backbone", default="RN50", help="open_clip model name, or tiny / toy")
     model.add_argument("--weights", default="openai",
@@ -86,19 +90,18 @@ def run_tag(args) -> tag.TagReport:
         raise ValueError("give --labels (or --knowledge) to learn prompts, or --prompts to reuse learned "
                          "ones (they hold their labels), not both")
     cfg = tag.tag_config(args.backbone, args.weights, args.set)
-    clip = tag.build_backbone(cfg)  # first: missing weights stop the run before any LLM question
+    clip = build_backbone(cfg)  # first: missing weights stop the run before any LLM question
     prompts = args.prompts
     if not prompts:
         knowledge = args.knowledge
         if not knowledge:
-            extra = [f"--set={count}" for count in args.count]
-            extra += ["--base-url", args.base_url] if args.base_url else []
-            extra += ["--stages", args.stages] if args.stages else []
-            extra += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []
             # a degenerate LLM grouping falls back to this same backbone's text encoder
-            extra += ["--group-backbone", cfg.MODEL.BACKBONE.NAME, "--group-weights", cfg.MODEL.BACKBONE.WEIGHTS]
-            knowledge = tag.make_knowledge(args.labels, args.backend, args.model, args.profile, extra,
-                                           progress=not args.no_progress)
+            grouping = GroupingOptions(backbone=cfg.MODEL.BACKBONE.NAME, weights=cfg.MODEL.BACKBONE.WEIGHTS)
+            given = {name: getattr(args, name) for name in ("stages", "base_url", "max_tokens")
+                     if getattr(args, name)}
+            knowledge = tag.make_knowledge(args.labels, args.backend, args.model, args.profile,
+                                           progress=not args.no_progress, counts=args.count, grouping=grouping,
+                                           **given)
         prompts = tag.learn_prompts(knowledge, cfg, clip.identity())
     logging.info("prompts: %s", prompts)
     if args.export_prompts:

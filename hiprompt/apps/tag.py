@@ -27,9 +27,8 @@ import io
 import json
 import logging
 import os
-import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from hiprompt.clip import build_clip
-from hiprompt.config import get_cfg_default, result_settings, validate_cfg
+from hiprompt.config import ConfigError, apply_settings, get_cfg_default, result_settings, validate_cfg
 from hiprompt.data.base import MultiLabelImageSet
 from hiprompt.data.custom import read_custom_csv
 from hiprompt.data.image_dataset import ImageFeatureDataset
@@ -49,8 +47,7 @@ from hiprompt.data.transforms import TestTransform
 from hiprompt.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 from hiprompt.model.method import PromptedCLIP
 from hiprompt.paths import cache_root
-from hiprompt.registry import DATASET_REGISTRY
-from hiprompt.training.checkpoint import checkpoint_path
+from hiprompt.training.checkpoint import PROMPTS_MODEL, CheckpointError, checkpoint_path, read_checkpoint
 from hiprompt.training.prompt_training import PromptTraining
 from hiprompt.training.runtime import BuiltinTrainerX, set_random_seed
 
@@ -61,57 +58,50 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # project; the paper thresholds nothing, it ranks). Calibrate per label for real use.
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_TOP_K = 3  # the paper's F1@3
-PROMPTS_MODEL = "prompt_learner"  # the checkpoint name the trainer saves the prompts under
 TAG_SEED = 1  # the prompts' initialisation and sentence order, so the cache is reproducible
 FIXED_COLUMNS = ("path", "labels", "top_k")
 
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    """16 hex digits of the SHA-256 of `obj` as JSON (a dataclass, as GroupingOptions, as its fields)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=asdict).encode("utf-8")).hexdigest()[:16]
 
 
 # -- 1. knowledge ------------------------------------------------------------------------------
-def make_knowledge(labels_spec: str, backend: str, model: str = None, profile: str = "paper",
-                   extra_args=(), cache_dir=None, progress: bool = True) -> Path:
+def make_knowledge(labels_spec: str, backend: str, model: str = None, profile: str = "paper", cache_dir=None,
+                   progress: bool = True, **options) -> Path:
     """The knowledge folder for the labels in `labels_spec` (a file, one label a line, or a
-    built-in class set), made by `llm_knowledge` with `backend`. Returns its path."""
-    from llm_knowledge.cli import build_parser, config_from_args, read_classes
-    from llm_knowledge.pipeline import run
+    built-in class set), made by `llm_knowledge.build_knowledge` with `backend`; `options` are
+    its keyword options (counts, stages, grouping, max_tokens, base_url, ...), all part of the
+    folder's key. Returns its path."""
+    from llm_knowledge import build_knowledge
+    from llm_knowledge.cli import read_classes
 
-    classes, _ = read_classes(labels_spec)
-    key = _digest({"labels": classes, "backend": backend, "model": model, "profile": profile,
-                   "extra": list(extra_args)})
+    classes, source = read_classes(labels_spec)
+    key = _digest({"labels": classes, "backend": backend, "model": model, "profile": profile, "options": options})
     root = Path(cache_dir) if cache_dir else cache_root()
     out = root / "tag" / "knowledge" / key
-    argv = ["--classes", labels_spec, "--backend", backend, "--profile", profile, "--out", str(out),
-            "--cache-dir", str(root / "llm"), *extra_args]
-    if model:
-        argv += ["--model", model]
-    if not progress:
-        argv.append("--no-progress")
-    manifest = run(config_from_args(build_parser().parse_args(argv)))
+    manifest = build_knowledge(classes, out, backend=backend, model=model or "", profile=profile,
+                               cache_dir=root / "llm", source=source, progress=progress, **options)
     log.info("knowledge %s: %d sentences, %d LLM calls", out, sum(manifest["corpus"].values()),
              manifest["llm_calls"])
     return out
 
 
 # -- 2. prompts --------------------------------------------------------------------------------
-@DATASET_REGISTRY.register()
-class TagVocabulary:
-    """The tagger's labels as the trainer's class set: the knowledge folder's classes, no images."""
-
-    def __init__(self, cfg):
-        self.classnames = KnowledgeFolder(cfg.DATASET.TEXT.DIR).classnames
-        self.test = None
-
-
-@DATASET_REGISTRY.register()
-class TagKnowledgeText(KnowledgeText):
-    """The knowledge folder's sentences over the tagger's labels (DATASET.TEXT.KIND, .LABELS)."""
-
-
 class TagTrainer(PromptTraining, BuiltinTrainerX):
-    """The paper's trainer on the built-in runtime, trained on text only (no test set)."""
+    """The paper's trainer on the built-in runtime, trained on text only: its classes and its
+    text set are the knowledge folder's (DATASET.TEXT.DIR), built here rather than looked up by
+    name in DATASET_REGISTRY; there is no test set."""
+
+    def read_test_vocabulary(self):
+        """The knowledge folder's class names; no test set."""
+        self.dataset = None
+        self.use_classnames(KnowledgeFolder(self.cfg.DATASET.TEXT.DIR).classnames)
+
+    def build_text_set(self):
+        """The folder's sentences (`KnowledgeText`), not a registered plug-in."""
+        return KnowledgeText(self.cfg, classnames=self.classnames)
 
 
 def tag_config(backbone: str = "RN50", weights: str = "openai", overrides=()):
@@ -120,7 +110,6 @@ def tag_config(backbone: str = "RN50", weights: str = "openai", overrides=()):
     cfg = get_cfg_default()
     cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS = backbone, weights
     cfg.SEED = TAG_SEED
-    cfg.DATASET.NAME, cfg.DATASET.TEXT.NAME = TagVocabulary.__name__, TagKnowledgeText.__name__
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.TEST.NO_TEST = True
     try:
@@ -130,12 +119,6 @@ def tag_config(backbone: str = "RN50", weights: str = "openai", overrides=()):
         raise ValueError(f"--set: {text} (the keys are documented in hiprompt/config.py)") from None
     validate_cfg(cfg)
     return cfg
-
-
-def build_backbone(cfg):
-    backbone = cfg.MODEL.BACKBONE
-    return build_clip(backbone.NAME, backbone.WEIGHTS, activation=backbone.ACTIVATION,
-                      dense_pos_embed=backbone.DENSE_POS_EMBED)
 
 
 def prompts_folder(knowledge_dir, cfg, backbone_identity: str, cache_dir=None) -> Path:
@@ -188,26 +171,23 @@ class Tagger:
         be the backbone they were learned on. `cfg` supplies the inference settings
         (LAMBDA_FUSE, TAU_IMAGE); the others come from the file."""
         path = Path(prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file not found: {path}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
-            raise ValueError(f"{path}: unreadable as a prompts file ({type(error).__name__})") from None
-        run = state.get("run") if isinstance(state, dict) else None
-        needed = {"settings", "backbone", "classes", "groups"}
-        if not isinstance(run, dict) or "state_dict" not in state or not needed <= set(run):
+            state = read_checkpoint(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"prompts file not found: {path}") from None
+        except CheckpointError as error:
+            raise ValueError(f"{path}: unreadable as a prompts file of `hiprompt tag` ({error})") from None
+        run = state.get("run")
+        if not isinstance(run, dict) or not {"settings", "backbone", "classes", "groups"} <= set(run):
             raise ValueError(f"{path}: records no backbone, classes and groups: not a prompts file of `hiprompt tag`")
         if run["backbone"] != clip.identity():
             raise ValueError(f"{path} was learned on backbone {run['backbone']}, but this run builds "
                              f"{clip.identity()}: pass the same --backbone and --weights")
-        hp = (cfg or get_cfg_default()).TRAINER.HIPROMPT.clone()
-        for key, value in run["settings"].items():
-            if key.startswith("TRAINER.HIPROMPT."):
-                name = key.rsplit(".", 1)[1]
-                if name not in hp:
-                    raise ValueError(f"{path}: setting {key} is unknown to this version of hiprompt")
-                hp[name] = value
+        prompt_settings = {k: v for k, v in run["settings"].items() if k.startswith("TRAINER.HIPROMPT.")}
+        try:
+            hp = apply_settings((cfg or get_cfg_default()).clone(), prompt_settings).TRAINER.HIPROMPT
+        except ConfigError as error:
+            raise ValueError(f"{path}: {error}; these prompts were learned by another version of hiprompt") from None
         model = PromptedCLIP(clip, run["classes"], run["groups"], hp)
         model.prompts.load_state_dict(state["state_dict"])
         return cls(clip, model, run["classes"], file_sha256(path), device)

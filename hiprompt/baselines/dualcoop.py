@@ -22,6 +22,8 @@ from torch import nn
 from hiprompt.model.losses import asymmetric_loss
 from hiprompt.model.prompt_learner import ClassPromptEncoder, HierarchicalContext
 
+TRAIN_DATA = ("images", "text")  # TRAINER.DUALCOOP.TRAIN_DATA: partially labelled images (as published), or text
+
 
 def context_slots(num_classes: int) -> dict:
     """Slots of the two sharing kinds DualCoOp uses: one shared slot, one slot per class."""

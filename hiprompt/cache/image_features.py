@@ -19,20 +19,32 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from hiprompt.data.base import MultiLabelImageSet
-from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.fileio import atomic_write_json
 from hiprompt.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+
+class ImageSource(Protocol):
+    """What the cache encodes (hiprompt.data.image_dataset.ImageFeatureDataset is one)."""
+
+    name: str  # the image set's name
+    image_paths: Sequence[str]  # in order
+    transform_key: str  # everything that changes the pixels the model sees
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int):
+        """(image [3, H, W], index, ok): ok False for an unreadable image (a zero image then)."""
 
 
 @dataclass
@@ -45,11 +57,12 @@ class ImageFeatures:
     folder: Path
 
 
-def feature_cache_key(clip_identity: str, image_set: MultiLabelImageSet, transform_key: str) -> str:
+def feature_cache_key(clip_identity: str, images: ImageSource) -> str:
     digest = hashlib.sha256()
-    header = {"version": FORMAT_VERSION, "clip": clip_identity, "transform": transform_key, "set": image_set.name}
+    header = {"version": FORMAT_VERSION, "clip": clip_identity, "transform": images.transform_key,
+              "set": images.name}
     digest.update(json.dumps(header, sort_keys=True).encode("utf-8"))
-    for path in image_set.image_paths:
+    for path in images.image_paths:
         size = os.path.getsize(path) if os.path.exists(path) else -1
         digest.update(f"\n{path}\t{size}".encode("utf-8"))
     return digest.hexdigest()[:32]
@@ -63,12 +76,12 @@ def _read_json(path: Path):
         return None
 
 
-def _load_complete(folder: Path, key: str, image_set: MultiLabelImageSet):
+def _load_complete(folder: Path, key: str, images: ImageSource):
     """The finished entry in `folder`, or None when there is none (or it does not check out)."""
     meta = _read_json(folder / "meta.json")
     if meta is None:
         return None
-    num_images = len(image_set)
+    num_images = len(images)
     try:
         global_feats = np.load(folder / "global.npy")  # [N, D]
         dense_feats = np.load(folder / "dense.npy", mmap_mode="r")  # [N, L, D]
@@ -89,7 +102,7 @@ def _load_complete(folder: Path, key: str, image_set: MultiLabelImageSet):
         global_feats=global_feats,
         dense_feats=dense_feats,
         ok=ok,
-        corrupt_paths=[image_set.image_paths[i] for i in meta["corrupt"]],
+        corrupt_paths=[images.image_paths[i] for i in meta["corrupt"]],
         key=key,
         folder=folder,
     )
@@ -110,20 +123,20 @@ def _resume_point(folder: Path, key: str, num_images: int):
     return progress["done"], list(progress["corrupt"]), global_mm, dense_mm
 
 
-def _extract(clip, image_set, transform, folder: Path, key: str, batch_size, num_workers, device, progress):
-    num_images = len(image_set)
+def _extract(clip, images: ImageSource, folder: Path, key: str, batch_size, num_workers, device, progress):
+    num_images = len(images)
     folder.mkdir(parents=True, exist_ok=True)
     resumed = _resume_point(folder, key, num_images)
     start, corrupt, global_mm, dense_mm = resumed if resumed else (0, [], None, None)
     if start:
         logger.info("resuming feature extraction at image %d of %d (%s)", start, num_images, folder)
 
-    dataset = Subset(ImageFeatureDataset(image_set, transform), range(start, num_images))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    with tqdm(total=num_images, initial=start, disable=not progress, desc=f"image features {image_set.name}") as bar:
-        for images, indices, ok in loader:
+    loader = DataLoader(Subset(images, range(start, num_images)), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    with tqdm(total=num_images, initial=start, disable=not progress, desc=f"image features {images.name}") as bar:
+        for batch, indices, ok in loader:
             with torch.inference_mode():
-                global_feats, dense_feats = clip.encode_image_features(images.to(device))
+                global_feats, dense_feats = clip.encode_image_features(batch.to(device))
             global_feats = global_feats.float().cpu().numpy()  # [B, D]
             dense_feats = dense_feats.float().cpu().numpy().astype(np.float16)  # [B, L, D]
             if not np.isfinite(dense_feats).all():
@@ -150,7 +163,7 @@ def _extract(clip, image_set, transform, folder: Path, key: str, batch_size, num
             "version": FORMAT_VERSION,
             "key": key,
             "clip": clip.image_identity(),
-            "image_set": image_set.name,
+            "image_set": images.name,
             "num_images": num_images,
             "dim": int(global_mm.shape[1]),
             "dense_length": int(dense_mm.shape[1]),
@@ -162,35 +175,33 @@ def _extract(clip, image_set, transform, folder: Path, key: str, batch_size, num
 
 def image_features(
     clip,
-    image_set: MultiLabelImageSet,
-    transform,
-    transform_key: str,
+    images: ImageSource,
     cache_dir=None,
     batch_size: int = 64,
     num_workers: int = 0,
     device="cpu",
     progress: bool = True,
 ) -> ImageFeatures:
-    """The global and dense features of every image in `image_set`, from the cache when there.
+    """The global and dense features of every image of `images`, from the cache when there.
 
     `clip` needs `image_identity() -> str` and `encode_image_features(images [B, 3, H, W]) ->
     (global [B, D], dense [B, L, D])`. `cache_dir` defaults to `<cache root>/image_features`.
     An interrupted extraction resumes from its last finished batch. Unreadable images are
     encoded as zero inputs, marked False in `ok` and logged.
     """
-    if len(image_set) == 0:
-        raise ValueError(f"{image_set.name}: no images to encode")
+    if len(images) == 0:
+        raise ValueError(f"{images.name}: no images to encode")
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "image_features"
-    key = feature_cache_key(clip.image_identity(), image_set, transform_key)
+    key = feature_cache_key(clip.image_identity(), images)
     folder = cache_dir / key
-    features = _load_complete(folder, key, image_set)
+    features = _load_complete(folder, key, images)
     if features is None:
         (folder / "meta.json").unlink(missing_ok=True)
-        _extract(clip, image_set, transform, folder, key, batch_size, num_workers, device, progress)
-        features = _load_complete(folder, key, image_set)
+        _extract(clip, images, folder, key, batch_size, num_workers, device, progress)
+        features = _load_complete(folder, key, images)
     if features.corrupt_paths:
         logger.warning(
             "%s: %d unreadable images are left out of the evaluation, e.g. %s",
-            image_set.name, len(features.corrupt_paths), features.corrupt_paths[:5],
+            images.name, len(features.corrupt_paths), features.corrupt_paths[:5],
         )
     return features

@@ -20,31 +20,10 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
+from hiprompt.clip.named import named_clip, named_clips
 from hiprompt.fileio import file_sha256
 
 log = logging.getLogger(__name__)
-
-# A small model of RN50's architecture family (ResNet tower with an attention pool,
-# transformer text tower, CLIP's BPE tokenizer) for tests and the toy world.
-TINY_CONFIGS = {
-    "tiny": dict(
-        embed_dim=64,
-        vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16, head_width=16),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-    ),
-    # The toy world's CLIP (hiprompt/toyworld): weights shipped as hiprompt/toyworld/toy_clip.pt.
-    "toy": dict(
-        embed_dim=64,
-        vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=12, head_width=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
-    ),
-    # The harder toy world's CLIP (hiprompt/toyworld/toy80.py): 128 px, so a 4x4 dense grid.
-    "toy80": dict(
-        embed_dim=64,
-        vision_cfg=dict(image_size=128, layers=[1, 1, 1, 1], width=8, head_width=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
-    ),
-}
 
 DOWNLOAD_HINT = (
     "No weights could be obtained for {name} ({pretrained!r}); this machine is probably "
@@ -53,13 +32,6 @@ DOWNLOAD_HINT = (
     "copy it here, and pass its path instead of the tag: MODEL.BACKBONE.WEIGHTS "
     "/path/to/RN50.pt (or `--weights` / `HIPROMPT_WEIGHTS` in the scripts)."
 )
-
-
-# Weights shipped inside this package, selected with pretrained="packaged".
-PACKAGED_WEIGHTS = {
-    "toy": Path(__file__).resolve().parents[1] / "toyworld" / "toy_clip.pt",
-    "toy80": Path(__file__).resolve().parents[1] / "toyworld" / "toy80_clip.pt",
-}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -144,16 +116,18 @@ def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0,
     """
     quick_gelu = _explicit_quick_gelu(activation)
     pretrained = pretrained or "random"
+    named = named_clip(name)
     if pretrained == "packaged":
-        if name not in PACKAGED_WEIGHTS:
-            raise WeightsUnavailableError(f"no packaged weights for {name!r}: only for {sorted(PACKAGED_WEIGHTS)}")
-        pretrained = str(PACKAGED_WEIGHTS[name])
+        if named is None or named.weights is None:
+            shipped = [clip for clip in named_clips() if named_clip(clip).weights is not None]
+            raise WeightsUnavailableError(f"no packaged weights for {name!r}: only for {shipped}")
+        pretrained = str(named.weights)
     path = Path(os.path.expanduser(pretrained))
     is_file = pretrained != "random" and path.is_file()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name in TINY_CONFIGS:
-            model = CLIP(**TINY_CONFIGS[name], quick_gelu=bool(quick_gelu))
+        if named is not None:
+            model = CLIP(**named.config, quick_gelu=bool(quick_gelu))
             tokenizer_name = "RN50"
             if pretrained != "random":
                 if not is_file:
@@ -188,7 +162,7 @@ def _build_open_clip(name: str, pretrained: str, path: Path, is_file: bool, quic
     """An open_clip model named `name` with the weights `pretrained` (tag, file or random)."""
     if name not in open_clip.list_models():
         raise ValueError(
-            f"unknown backbone {name!r}: expected one of {sorted(TINY_CONFIGS)} or an "
+            f"unknown backbone {name!r}: expected one of {named_clips()} or an "
             "open_clip model name such as RN50, RN101, ViT-B-32, ViT-B-16"
         )
     if pretrained == "random":

@@ -9,8 +9,9 @@ CSV format (UTF-8, header required):
 
 `image` is a path relative to the CSV file's folder, or absolute. `labels` holds the image's
 class names joined by `|` (empty: no class present). An optional class-name file (one name a
-line, blank lines skipped) fixes the classes and their order; without it the classes are the
-sorted union of the labels in the CSV. A label not in the class-name file is an error.
+line, blank and `#` lines skipped: `hiprompt.classnames.read_class_list`) fixes the classes
+and their order; without it the classes are the sorted union of the labels in the CSV. A
+label not in the class-name file is an error.
 """
 
 import csv
@@ -19,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from hiprompt.classnames import ClassListError, read_class_list
 from hiprompt.data.base import DataLayoutError, MultiLabelImageSet
 
 HEADER = ["image", "labels"]
@@ -26,24 +28,14 @@ LABEL_SEPARATOR = "|"
 
 
 def read_classnames_file(path) -> list:
+    """The class-name file (`hiprompt.classnames.read_class_list`), its errors as `DataLayoutError`."""
     path = Path(path)
     if not path.is_file():
         raise DataLayoutError(f"class-name file not found: {path} (expected one class name a line)")
-    names, first_line = [], {}
-    with open(path, "r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in first_line:
-                raise DataLayoutError(
-                    f"{path}, line {number}: class {name!r} already listed on line {first_line[name]}"
-                )
-            first_line[name] = number
-            names.append(name)
-    if not names:
-        raise DataLayoutError(f"{path}: no class names (expected one class name a line)")
-    return names
+    try:
+        return read_class_list(path)
+    except ClassListError as error:
+        raise DataLayoutError(str(error)) from None
 
 
 def _read_rows(csv_path: Path) -> list:

@@ -7,6 +7,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hiprompt.data.base import MultiLabelImageSet
+from hiprompt.data.transforms import TestTransform
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +20,20 @@ class ImageFeatureDataset(Dataset):
 
     An image that cannot be read or decoded gives a zero tensor and `ok=False` (logged), so a
     run is not killed by one bad file; the caller reports those images and leaves them out of
-    the metrics.
+    the metrics. It is the `ImageSource` the feature cache reads (hiprompt.cache.image_features).
     """
 
-    def __init__(self, image_set: MultiLabelImageSet, transform):
+    @classmethod
+    def for_test(cls, image_set: MultiLabelImageSet, transform: TestTransform) -> "ImageFeatureDataset":
+        """The images through a test transform, keyed by it."""
+        return cls(image_set, transform.build(), transform.key)
+
+    def __init__(self, image_set: MultiLabelImageSet, transform, transform_key: str = ""):
         self.image_set = image_set
         self.transform = transform
+        # what a feature cache keys these images by: the set's name, its files, and the
+        # transform's key (everything that changes the pixels the model sees)
+        self.name, self.image_paths, self.transform_key = image_set.name, image_set.image_paths, transform_key
         self._blank = None  # [3, H, W] zeros, the stand-in for an unreadable image
 
     def _placeholder(self) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Reader of a knowledge folder written by `llm_knowledge` (the contract with training).
 
-    classnames.txt   one label name per line, each once; at least two classes
+    classnames.txt   one label name per line, each once; at least two classes (read by
+                     `hiprompt.classnames.read_class_list`: blank and `#` lines skipped)
     groups.json      {"coarse": [[cls, ...], ...], "fine": [[cls, ...], ...]}: names from
                      classnames.txt, each at most once per level, every fine group inside
                      one coarse group
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hiprompt.classnames import read_class_list
 from hiprompt.fileio import atomic_write_json, atomic_write_text, file_sha256, new_folder_beside, replace_folder
 
 KINDS = ("coarse", "fine", "relation", "caption")  # caption: image captions (llm_knowledge.captions)
@@ -112,6 +114,10 @@ def write_knowledge_folder(out, classnames, synonyms, manifest: dict, *, groups=
     """Write a whole knowledge folder at `out` or nothing: the files are written into a new
     folder beside it, the manifest (`manifest` plus the files' SHA-256) last, then the folder
     is swapped in. Optional parts left as None are not written. Returns the manifest."""
+    unreadable = [c for c in classnames if len(c.splitlines()) != 1 or c != c.strip() or c.startswith("#")]
+    if unreadable:
+        raise ValueError(f"class names {unreadable} would not read back from classnames.txt (one name a "
+                         "line, stripped, not starting with #)")
     out = Path(out)
     new = new_folder_beside(out)
     try:
@@ -219,7 +225,7 @@ class KnowledgeFolder:
                 "--classes coco --out DIR ...`; it must hold classnames.txt, groups.json, corpus.jsonl)"
             )
         self.manifest = verify_manifest(self.path)
-        self.classnames = self._read_classnames()
+        self.classnames = read_class_list(self._file("classnames.txt"))
         check_class_count(self.classnames, self.path / "classnames.txt")
         path = self._file("groups.json")
         self.groups = check_groups(_read_json(path), self.classnames, path)
@@ -229,21 +235,6 @@ class KnowledgeFolder:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: a knowledge folder holds classnames.txt, groups.json and corpus.jsonl")
         return path
-
-    def _read_classnames(self) -> list:
-        path = self._file("classnames.txt")
-        names, seen = [], {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in seen:
-                raise ValueError(f"{path}, line {number}: class {name!r} repeats line {seen[name]}")
-            seen[name] = number
-            names.append(name)
-        if not names:
-            raise ValueError(f"{path} is empty: expected one class name per line")
-        return names
 
     def corpus(self, classnames=None, kinds="all", label_policy="both") -> TextCorpus:
         """The labelled sentences, labels over `classnames` (default: the folder's own order).

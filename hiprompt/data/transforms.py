@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torchvision import transforms as T
 
+from hiprompt.choices import check_choice
+
 # OpenAI CLIP's input normalisation (the defaults of INPUT.PIXEL_MEAN / INPUT.PIXEL_STD)
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,22 +46,10 @@ class TestTransform:
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        if self.mode not in RESIZE_MODES:
-            raise ValueError(f"INPUT.TEST_RESIZE {self.mode!r}: expected one of {RESIZE_MODES}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"INPUT.INTERPOLATION {self.interpolation!r}: expected one of {INTERPOLATIONS}")
+        check_choice(self.mode, RESIZE_MODES, "INPUT.TEST_RESIZE")
+        check_choice(self.interpolation, INTERPOLATIONS, "INPUT.INTERPOLATION")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("INPUT.PIXEL_MEAN and INPUT.PIXEL_STD need 3 values (RGB)")
-
-    @classmethod
-    def from_cfg(cls, cfg) -> "TestTransform":
-        return cls(
-            size=tuple(cfg.INPUT.SIZE),
-            mode=cfg.INPUT.TEST_RESIZE,
-            mean=tuple(cfg.INPUT.PIXEL_MEAN),
-            std=tuple(cfg.INPUT.PIXEL_STD),
-            interpolation=cfg.INPUT.get("INTERPOLATION", "bicubic"),
-        )
 
     @property
     def key(self) -> str:

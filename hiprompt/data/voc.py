@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hiprompt.choices import check_choice
 from hiprompt.classnames import VOC_CLASSES
 from hiprompt.data.base import DataLayoutError, MultiLabelImageSet
 
@@ -66,8 +67,7 @@ def read_voc2007(
     difficult: str = "negative",
     allow_missing: bool = False,
 ) -> MultiLabelImageSet:
-    if difficult not in DIFFICULT_POLICIES:
-        raise ValueError(f"VOC difficult policy {difficult!r}: expected one of {DIFFICULT_POLICIES}")
+    check_choice(difficult, DIFFICULT_POLICIES, "DATASET.VOC_DIFFICULT")
     voc_dir = Path(voc_dir)
     main = voc_dir / "ImageSets" / "Main"
     ids = _read_split_ids(main / f"{split}.txt")

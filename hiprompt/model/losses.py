@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from hiprompt.choices import check_choice
 
 RANK_REDUCTIONS = ("sum", "mean")
 ORDER_DIRECTIONS = ("learned_to_hand", "hand_to_learned")
@@ -16,8 +17,7 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, margin: float = 1.0
 
     scores: [B, C]; labels: [B, C] with 1 = positive, 0 = negative.
     """
-    if reduction not in RANK_REDUCTIONS:
-        raise ValueError(f"ranking-loss reduction {reduction!r}: expected one of {RANK_REDUCTIONS}")
+    check_choice(reduction, RANK_REDUCTIONS, "reduction")
     positive = labels > 0.5  # [B, C]
     negative = ~positive
     hinge = (margin - scores[:, :, None] + scores[:, None, :]).clamp(min=0)  # [B, Cpos, Cneg]
@@ -48,8 +48,7 @@ def order_loss(learned: torch.Tensor, handcrafted: torch.Tensor, temperature: fl
     D_hand) as the paper's Eq. 13 is written; `hand_to_learned` is KL(D_hand ‖ D_learned),
     what `F.kl_div(log D_learned, D_hand)` computes. KL(P ‖ Q) = Σ_j P_j (log P_j - log Q_j).
     """
-    if direction not in ORDER_DIRECTIONS:
-        raise ValueError(f"order-loss direction {direction!r}: expected one of {ORDER_DIRECTIONS}")
+    check_choice(direction, ORDER_DIRECTIONS, "direction")
     log_learned = class_similarity_distribution(learned, temperature)  # [C, C]
     log_hand = class_similarity_distribution(handcrafted, temperature).detach()  # [C, C]
     log_p, log_q = (log_learned, log_hand) if direction == "learned_to_hand" else (log_hand, log_learned)

@@ -18,11 +18,12 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from hiprompt.choices import check_choice
 from hiprompt.classnames import label_phrase, prompt_name
 from hiprompt.model.prompt_tree import PromptTree
 
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
-PROMPT_ENCODINGS = ("tree", "truncated", "full")  # same values; tree is the fastest
+PROMPT_ENCODINGS = ("tree", "truncated")  # same values; tree is the fastest
 LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name}  # the name after learned tokens
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")  # where the name stands (CoOp's CLASS_TOKEN_POSITION)
 
@@ -104,11 +105,8 @@ class ClassPromptEncoder(nn.Module):
     def __init__(self, clip, classnames, n_ctx: int, template: str, learned_name: str = "label",
                  position: str = "end"):
         super().__init__()
-        if learned_name not in LEARNED_NAMES:
-            raise ValueError(f"TRAINER.HIPROMPT.LEARNED_NAME={learned_name!r}: expected one of {sorted(LEARNED_NAMES)}")
-        if position not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f"TRAINER.HIPROMPT.CLASS_TOKEN_POSITION={position!r}: expected one of "
-                             f"{CLASS_TOKEN_POSITIONS}")
+        check_choice(learned_name, LEARNED_NAMES, "TRAINER.HIPROMPT.LEARNED_NAME")
+        check_choice(position, CLASS_TOKEN_POSITIONS, "TRAINER.HIPROMPT.CLASS_TOKEN_POSITION")
         # The frozen CLIP is referenced, not registered: it is no part of the prompt's state.
         self._clip = [clip]
         self.n_ctx = n_ctx
@@ -188,8 +186,9 @@ class HierarchicalPromptLearner(nn.Module):
     encoding: how the class embeddings are computed, all giving the same values:
     `tree` (both sets in one call, up to the longest end-of-text, each shared prefix once:
     hiprompt/model/prompt_tree.py), `truncated` (both sets in one call up to the longest
-    end-of-text), `full` (each set on its own at the full context length). The tree needs
-    the context before the name (position `end`); `middle` and `front` use `truncated` for it.
+    end-of-text). Both equal each set's own forward at the full context length
+    (`self.encoder(context)`, tests/test_prompt_tree.py). The tree needs the context before
+    the name (position `end`); `middle` and `front` use `truncated` for it.
 
     ctx_init: a phrase whose k token embeddings start the last k context positions of every
     slot of both sets ("" = all random); position: where the name stands (ClassPromptEncoder).
@@ -199,8 +198,7 @@ class HierarchicalPromptLearner(nn.Module):
                  std: float = 0.02, local_branch: bool = True, learned_name: str = "label",
                  encoding: str = "tree", ctx_init: str = "", position: str = "end"):
         super().__init__()
-        if encoding not in PROMPT_ENCODINGS:
-            raise ValueError(f"TRAINER.HIPROMPT.PROMPT_ENCODING={encoding!r}: expected one of {PROMPT_ENCODINGS}")
+        check_choice(encoding, PROMPT_ENCODINGS, "TRAINER.HIPROMPT.PROMPT_ENCODING")
         for kind in counts:
             if kind not in TOKEN_KINDS or counts[kind] < 0:
                 raise ValueError(f"context counts {counts}: expected non-negative counts of {TOKEN_KINDS}")
@@ -251,10 +249,6 @@ class HierarchicalPromptLearner(nn.Module):
 
     def class_embeddings(self):
         """(global [C, D], local [C, D]); the local ones are the global ones without a local branch."""
-        if self.encoding == "full":
-            global_emb = self.encoder(self.global_context() if self.learnable else None)
-            local_emb = self.encoder(self.local_context()) if self.local_context is not None else global_emb
-            return global_emb, local_emb
         if self.encoding == "tree":
             embeddings = self.tree(self.contexts())  # [S, C, D]
         else:

@@ -50,6 +50,16 @@ class Level:
     seen: int
 
 
+class LevelIndex(nn.Module):
+    """A level's index tensors, as buffers so that they follow the tree's `.to()`."""
+
+    def __init__(self, rows, parent, visible: torch.Tensor):
+        super().__init__()
+        self.register_buffer("rows", rows, persistent=False)  # [n] a row of each node (None: every row)
+        self.register_buffer("parent", parent, persistent=False)  # [n] its parent node (None: first level)
+        self.register_buffer("visible", visible, persistent=False)  # [len, seen + len] what a position sees
+
+
 class PromptTree(nn.Module):
     """Encodes S prompt sets of C classes ([SOT] context[M] suffix) with shared prefixes once.
 
@@ -74,6 +84,7 @@ class PromptTree(nn.Module):
         internal = kinds[:-1] if kinds and slots[kinds[-1]].unique().numel() == num_classes else kinds
         keys = set_of_row[:, None]  # [R, 1]
         self.levels, self.segments = [], []  # Level, and (context start, context length) of internal levels
+        self.index = nn.ModuleList()  # LevelIndex of each level
         positions = []  # [length] absolute prompt position of each level's positions
         start, seen, node_of_row = 0, 0, None
         for kind in internal:
@@ -82,10 +93,8 @@ class PromptTree(nn.Module):
             level = len(self.levels)
             first_position = 1 + start if level else 0  # the first level carries [SOT]
             length = 1 + start + counts[kind] - first_position
-            self.register_buffer(f"rows_{level}", first, persistent=False)  # [n] a row of each node
-            if level:
-                self.register_buffer(f"parent_{level}", node_of_row[first], persistent=False)  # [n]
-            self._add_level(first.numel(), length, seen, positions, first_position)
+            parent = node_of_row[first] if level else None
+            self._add_level(first.numel(), length, seen, positions, first_position, first, parent)
             self.segments.append((start, counts[kind]))
             seen += length
             start += counts[kind]
@@ -94,9 +103,7 @@ class PromptTree(nn.Module):
         first_position = 1 + start if self.levels else 0
         eot_in_leaf = eot_index.cpu()[class_of_row] - first_position  # [R]
         self.leaf_length = int(eot_in_leaf.max()) + 1  # padded to the longest leaf
-        if self.levels:
-            self.register_buffer(f"parent_{len(self.levels)}", node_of_row, persistent=False)  # [R]
-        self._add_level(n_rows, self.leaf_length, seen, positions, first_position)
+        self._add_level(n_rows, self.leaf_length, seen, positions, first_position, None, node_of_row)
         leaf_offset = self.levels[-1].offset
         self.register_buffer("leaf_eot", eot_in_leaf, persistent=False)  # [R] end-of-text in each leaf
         self.register_buffer("leaf_index", torch.arange(n_rows), persistent=False)  # [R]
@@ -110,13 +117,14 @@ class PromptTree(nn.Module):
         self.register_buffer("suffix", suffix.detach().clone(), persistent=False)  # [C, *, W]
         self.num_classes, self.n_sets = num_classes, n_sets
 
-    def _add_level(self, nodes: int, length: int, seen: int, positions: list, first_position: int) -> None:
+    def _add_level(self, nodes: int, length: int, seen: int, positions: list, first_position: int,
+                   rows, parent) -> None:
         offset = sum(level.nodes * level.length for level in self.levels)
         index = len(self.levels)
         self.levels.append(Level(nodes, length, offset, index - 1 if index else None, seen))
         # causal within the node, every ancestor position visible: [length, seen + length]
         visible = torch.ones(length, seen + length, dtype=torch.bool).tril(seen)
-        self.register_buffer(f"visible_{index}", visible, persistent=False)
+        self.index.append(LevelIndex(rows, parent, visible))
         positions.append((first_position + torch.arange(length)).repeat(nodes))
 
     @property
@@ -131,7 +139,7 @@ class PromptTree(nn.Module):
         rows = contexts.reshape(n_sets * num_classes, self.context_length, width)  # [R, M, W]
         pieces = []  # each level's embeddings, flattened to [nodes * length, W]
         for index, (start, length) in enumerate(self.segments):
-            own = rows[getattr(self, f"rows_{index}"), start:start + length]  # [n, length, W]
+            own = rows[self.index[index].rows, start:start + length]  # [n, length, W]
             pieces.append(self._with_sot(own, index).reshape(-1, width))
         own = rows[:, self.leaf_start:]  # [R, M - leaf_start, W]
         tail = self.suffix.to(rows.dtype).repeat(n_sets, 1, 1)  # [R, *, W] name ... end-of-text, padding
@@ -161,17 +169,17 @@ class PromptTree(nn.Module):
         width = hidden.shape[1]
         qkv = F.linear(block.ln_1(hidden), attn.in_proj_weight, attn.in_proj_bias)  # [T, 3W]
         keys_values, attended = [], []  # keys_values[k]: [2, n_k, heads, seen_k + len_k, head width]
-        for index, level in enumerate(self.levels):
+        for level, level_index in zip(self.levels, self.index):
             part = qkv[level.offset:level.offset + level.nodes * level.length]
             part = part.view(level.nodes, level.length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
             query, kv = part[0], part[1:]  # [n, heads, len, hw], [2, n, heads, len, hw]
             if level.parent_level is not None:
-                ancestors = keys_values[level.parent_level][:, getattr(self, f"parent_{index}")]
+                ancestors = keys_values[level.parent_level][:, level_index.parent]
                 kv = torch.cat([ancestors, kv], dim=3)  # [2, n, heads, seen + len, hw]
             keys_values.append(kv)
             if not last:
-                visible = getattr(self, f"visible_{index}")  # [len, seen + len]
-                out = F.scaled_dot_product_attention(query, kv[0], kv[1], attn_mask=visible)  # [n, heads, len, hw]
+                out = F.scaled_dot_product_attention(query, kv[0], kv[1],
+                                                     attn_mask=level_index.visible)  # [n, heads, len, hw]
                 attended.append(out.transpose(1, 2).reshape(-1, width))
         if last:  # the leaves' end-of-text queries only
             query = query[self.leaf_index, :, self.leaf_eot][:, :, None]  # [R, heads, 1, hw]

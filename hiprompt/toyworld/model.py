@@ -9,8 +9,6 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from hiprompt.clip.backbone import ClipBackbone, build_clip
 from hiprompt.toyworld.world import TOY, World
 
-WEIGHTS_PATH = Path(__file__).with_name("toy_clip.pt")
-
 
 def weights_path(world: World = TOY) -> Path:
     """Where a world's pretrained CLIP is shipped."""

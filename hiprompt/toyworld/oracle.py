@@ -19,6 +19,7 @@ import numpy as np
 
 from hiprompt.toyworld.world import COLOURS, POSITIONS, TEXTURES, TOY, world_tables
 from hiprompt.toyworld.worlds import get_world
+from llm_knowledge.backends.base import BackendOptions
 
 DIMENSIONS = ("colour", "size", "texture", "shape", "position", "scene")
 DEFAULT_SENTENCES = 5
@@ -87,9 +88,9 @@ def _article(phrase: str) -> str:
 class ToyOracleBackend:
     """Answers the knowledge stage's questions from a toy world's tables (deterministic)."""
 
-    def __init__(self, *, seed: int = 0, model: str = ""):
-        self.seed = seed
-        self.world, self.noise = parse_model(model)
+    def __init__(self, options: BackendOptions):
+        self.seed = options.seed
+        self.world, self.noise = parse_model(options.model or "")
         tables = world_tables(self.world)
         self._world_digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
 

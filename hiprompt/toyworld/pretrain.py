@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from hiprompt.clip.backbone import TINY_CONFIGS
 from hiprompt.fileio import atomic_torch_save, atomic_write_json
 from hiprompt.toyworld.captions import caption_for
 from hiprompt.toyworld.draw import make_image
@@ -173,7 +172,7 @@ def _train(settings: dict, log_every: int, world: World, pool: ImagePool, checkp
     seed, steps, batch_size, lr = settings["seed"], settings["steps"], settings["batch_size"], settings["lr"]
     anneal = settings["anneal"]
     end = anneal[1] if anneal else steps
-    model = CLIP(**TINY_CONFIGS[world.clip_config]).to(device, memory_format=torch.channels_last)
+    model = CLIP(**world.clip_architecture).to(device, memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer("RN50")
     optimiser = torch.optim.AdamW(parameter_groups(model, settings["weight_decay"]), lr=lr, betas=(0.9, 0.98),
                                   eps=1e-6)
@@ -257,7 +256,7 @@ def main(argv=None):
     record = {
         "world": world.name,
         "config": world.clip_config,
-        "config_values": TINY_CONFIGS[world.clip_config],
+        "config_values": world.clip_architecture,
         "seed": args.seed, "steps": args.steps, "anneal": args.anneal, "pool": args.pool,
         "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "threads": args.threads, "device": args.device,

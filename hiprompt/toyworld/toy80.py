@@ -127,6 +127,12 @@ def _world() -> World:
     glyphs, glyph_shapes = _glyph_classes()
     return World(
         name="toy80", clip_config="toy80", weights_file="toy80_clip.pt", image_size=IMAGE_SIZE,
+        # 128 px, so a 4x4 dense grid
+        clip_architecture=dict(
+            embed_dim=64,
+            vision_cfg=dict(image_size=128, layers=[1, 1, 1, 1], width=8, head_width=32),
+            text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
+        ),
         classes=defaults + glyphs, scenes=SCENES, companions=COMPANIONS,
         shapes={**{name: name for name in DEFAULT_CLASS_SCENES}, **glyph_shapes},
         sizes={"small": 12, "medium": 22, "large": 38}, size_jitter=3,

@@ -129,7 +129,8 @@ class World:
     """A world's tables: what can be drawn, where, how often, and how it is captioned."""
 
     name: str
-    clip_config: str  # TINY_CONFIGS entry of its CLIP
+    clip_config: str  # the name its CLIP is registered under (hiprompt.clip.named)
+    clip_architecture: dict  # open_clip.model.CLIP(**clip_architecture)
     weights_file: str  # its pretrained CLIP, beside this module
     image_size: int
     classes: tuple  # ClassInfo
@@ -167,6 +168,11 @@ class World:
 
 TOY = World(
     name="toy", clip_config="toy", weights_file="toy_clip.pt", image_size=IMAGE_SIZE,
+    clip_architecture=dict(
+        embed_dim=64,
+        vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=12, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3),
+    ),
     classes=CLASSES, scenes=SCENES, companions=COMPANIONS, shapes={name: name for name in CLASS_NAMES},
 )
 

@@ -12,6 +12,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -20,6 +21,7 @@ from hiprompt.fileio import atomic_torch_save
 
 log = logging.getLogger(__name__)
 _PATTERN = re.compile(r"^model\.pth\.tar-(\d+)$")
+PROMPTS_MODEL = "prompt_learner"  # the model name the learned prompts are saved under (CoOp's)
 
 
 class CheckpointError(ValueError):
@@ -79,16 +81,25 @@ def load_checkpoint(directory, name: str, epoch=None) -> dict:
                 f"no checkpoint of {name!r} under {directory}: expected "
                 f"{Path(directory) / name / 'model.pth.tar-<epoch>'}"
             )
-    path = checkpoint_path(directory, name, epoch)
+    try:
+        return read_checkpoint(checkpoint_path(directory, name, epoch))
+    except CheckpointError as error:
+        raise _damaged(directory, name, epoch, str(error)) from None
+
+
+def read_checkpoint(path) -> dict:
+    """One checkpoint file, read with `weights_only=True`: FileNotFoundError when absent,
+    CheckpointError (the reason) when it is not a readable prompt checkpoint."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         # what torch raises for a truncated, an empty and a foreign file
-        raise _damaged(directory, name, epoch, f"unreadable as a checkpoint: {type(error).__name__}") from None
+        raise CheckpointError(f"unreadable as a checkpoint: {type(error).__name__}") from None
     if not isinstance(state, dict) or not {"state_dict", "epoch"} <= set(state):
-        raise _damaged(directory, name, epoch, "a readable file, but not a prompt checkpoint")
+        raise CheckpointError("a readable file, but not a prompt checkpoint")
     return state
 
 
@@ -134,20 +145,32 @@ def run_differences(saved, current, epoch: int, parts=FINGERPRINT_PARTS) -> list
     return differences
 
 
+@runtime_checkable
+class CheckpointHost(Protocol):
+    """What `PromptCheckpointing` needs of the trainer it is mixed into: the runtime's model
+    registry (Dassl's `register_model` fills these) and the trainer's `fingerprint`."""
+
+    fingerprint: dict  # FINGERPRINT_PARTS -> what determines the learned prompts
+    _models: dict  # name -> module
+    _optims: dict  # name -> optimiser or None
+    _scheds: dict  # name -> scheduler or None
+
+    def get_model_names(self, names=None) -> list: ...
+
+
 class PromptCheckpointing:
     """Checkpoint methods with Dassl's names, for the built-in runtime and for Dassl alike
-    (Dassl's own call `torch.load` without `weights_only` and write non-atomically).
-
-    The trainer provides `fingerprint`: the dict `run_differences` compares.
+    (Dassl's own call `torch.load` without `weights_only` and write non-atomically). Mixed
+    into a `CheckpointHost`.
     """
 
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+    def save_model(self: CheckpointHost, epoch, directory, is_best=False, val_result=None, model_name=""):
         for name in self.get_model_names():
             path = save_checkpoint(directory, name, epoch + 1, self._models[name], self._optims.get(name),
                                    self._scheds.get(name), run=self.fingerprint)
             log.info("saved %s", path)
 
-    def load_model(self, directory, epoch=None):
+    def load_model(self: CheckpointHost, directory, epoch=None):
         """Load the learned prompts for evaluation. Evaluation settings may differ from the
         training run's; what gives the tokens their meaning (backbone, classes, groups) may not."""
         if not directory:
@@ -177,7 +200,7 @@ class PromptCheckpointing:
                 ) from None
             log.info("loaded %s (epoch %d) from %s", name, state["epoch"], directory)
 
-    def resume_model_if_exist(self, directory):
+    def resume_model_if_exist(self: CheckpointHost, directory):
         """Resume after the last epoch saved under `directory`, if any; refused when the run
         that saved it had other settings (nothing is loaded or written then)."""
         names = self.get_model_names()

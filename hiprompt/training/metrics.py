@@ -31,6 +31,8 @@ from typing import Optional
 
 import numpy as np
 
+METRIC_CONVENTIONS = ("hiprompt", "peer")  # TEST.METRICS: multilabel_metrics, or peer_metrics
+
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     """Non-interpolated AP of one class; `scores` [N] float, `positives` [N] bool (>= 1 True)."""

@@ -16,47 +16,25 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hiprompt.cache.image_features import image_features
 from hiprompt.cache.text_features import text_features
-from hiprompt.clip import build_clip
 from hiprompt.config import result_settings, validate_cfg
+from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.data.knowledge import check_class_count, content_hash
-from hiprompt.data.transforms import TestTransform
 from hiprompt.fileio import atomic_write_json
 from hiprompt.model.method import PromptedCLIP
-from hiprompt.model.scoring import fuse
 from hiprompt.paths import cache_root
 from hiprompt.registry import DATASET_REGISTRY, lookup
 from hiprompt.training import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
-from hiprompt.training.metrics import multilabel_metrics
+from hiprompt.training.build import build_backbone, build_optimizer, build_scheduler, build_test_transform
+from hiprompt.training.checkpoint import PROMPTS_MODEL
 from hiprompt.training.runtime import prompt_autocast
-
-
-def build_optimizer(params, optim_cfg):
-    name = optim_cfg.NAME.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=optim_cfg.LR, momentum=optim_cfg.MOMENTUM,
-                               weight_decay=optim_cfg.WEIGHT_DECAY)
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=optim_cfg.LR, weight_decay=optim_cfg.WEIGHT_DECAY)
-    raise ValueError(f"OPTIM.NAME={optim_cfg.NAME!r}: expected sgd, adam or adamw")
-
-
-def build_scheduler(optimizer, optim_cfg):
-    """Stepped once per epoch."""
-    name = optim_cfg.LR_SCHEDULER
-    if name == "multi_step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(optim_cfg.STEPSIZE), optim_cfg.GAMMA)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, optim_cfg.MAX_EPOCH)
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"OPTIM.LR_SCHEDULER={name!r}: expected multi_step, cosine or constant")
 
 
 class PromptTraining:
     """Mixin implementing Dassl's trainer hooks for prompts learned on text.
 
-    Subclasses (the plug-ins) combine it with `hiprompt.training.runtime.TrainerBase`.
+    Subclasses (the plug-ins) combine it with `hiprompt.training.runtime.TrainerBase`, which
+    provides what `TrainerRuntime` lists; it provides `fingerprint`, which the runtime's
+    checkpointing needs (`hiprompt.training.checkpoint.CheckpointHost`).
     """
 
     def check_cfg(self, cfg):
@@ -73,7 +51,11 @@ class PromptTraining:
         if not cfg.DATASET.NAME:
             raise ValueError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml")
         self.dataset = lookup(DATASET_REGISTRY, cfg.DATASET.NAME, "DATASET.NAME")(cfg)
-        self.classnames = list(self.dataset.classnames)
+        self.use_classnames(self.dataset.classnames)
+
+    def use_classnames(self, classnames):
+        """The class set, as Dassl's hooks expect it; no loader yet."""
+        self.classnames = list(classnames)
         self.lab2cname = dict(enumerate(self.classnames))
         self.num_classes = len(self.classnames)
         self.num_source_domains = 1
@@ -81,13 +63,17 @@ class PromptTraining:
         self.text_set = None
         self.train_loader_x = None
 
+    def build_text_set(self):
+        """The training text over the class set: the plug-in named DATASET.TEXT.NAME."""
+        text_set = lookup(DATASET_REGISTRY, self.cfg.DATASET.TEXT.NAME, "DATASET.TEXT.NAME")
+        return text_set(self.cfg, classnames=self.classnames)
+
     def build_data_loader(self):
         cfg = self.cfg
         self.read_test_vocabulary()
         if cfg.DATASET.TEXT.DIR:
             check_class_count(self.classnames, f"the test set {cfg.DATASET.NAME} (DATASET.NAME)")
-            text_set = lookup(DATASET_REGISTRY, cfg.DATASET.TEXT.NAME, "DATASET.TEXT.NAME")
-            self.text_set = text_set(cfg, classnames=self.classnames)
+            self.text_set = self.build_text_set()
             self.train_index, self.holdout_index = self._split_corpus(len(self.text_set.corpus.texts))
             labels = torch.from_numpy(self.text_set.corpus.labels)
             self.shuffle_generator = torch.Generator()
@@ -108,14 +94,12 @@ class PromptTraining:
 
     def build_model(self):
         cfg = self.cfg
-        backbone = cfg.MODEL.BACKBONE
-        self.clip = build_clip(backbone.NAME, backbone.WEIGHTS, activation=backbone.ACTIVATION,
-                               dense_pos_embed=backbone.DENSE_POS_EMBED).to(self.device)
+        self.clip = build_backbone(cfg).to(self.device)
         self.model = PromptedCLIP(self.clip, self.classnames, self.prompt_groups(), cfg.TRAINER.HIPROMPT).to(self.device)
         params = list(self.model.prompts.parameters())
         optimizer = build_optimizer(params, cfg.OPTIM) if params else None
         scheduler = build_scheduler(optimizer, cfg.OPTIM) if optimizer is not None else None
-        self.register_model("prompt_learner", self.model.prompts, optimizer, scheduler)
+        self.register_model(PROMPTS_MODEL, self.model.prompts, optimizer, scheduler)
         self.text_feats = None
 
     def _autocast(self):
@@ -139,6 +123,12 @@ class PromptTraining:
 
     # -- training -------------------------------------------------------------------------
     def before_train(self):
+        self.prepare_training_data()
+        super().before_train()  # the runtime's: resumes, or refuses a checkpoint of other settings
+        atomic_write_json(Path(self.output_dir) / "run_info.json", self.run_info())
+
+    def prepare_training_data(self):
+        """Checks there is something to learn, and encodes (or finds) the description features."""
         if self.train_loader_x is None:
             raise ValueError(
                 "no text to train on: set DATASET.TEXT.DIR to a knowledge folder made by "
@@ -151,20 +141,28 @@ class PromptTraining:
         print(f"text corpus {self.cfg.DATASET.TEXT.DIR}: {len(corpus.texts)} sentences "
               f"({len(self.train_index)} train, {len(self.holdout_index)} held out); lines not "
               f"used: " + ", ".join(f"{reason} {n}" for reason, n in corpus.dropped.items()))
-        super().before_train()  # resumes, or refuses a checkpoint of other settings
-        self._write_run_info()
+
+    def trained_on(self):
+        """What the prompts learn from, as recorded in the fingerprint: the knowledge folder's
+        content hash (None without one)."""
+        text_dir = self.cfg.DATASET.TEXT.DIR
+        return content_hash(text_dir) if text_dir else None
+
+    def fingerprint_settings(self) -> dict:
+        """The settings that shape the learned prompts (hiprompt.config.result_settings)."""
+        return result_settings(self.cfg)
 
     @cached_property
     def fingerprint(self) -> dict:
         """What determines the learned prompts: recorded in every checkpoint, compared on a
         resume and (backbone, classes, groups) on loading for evaluation."""
-        text_dir = self.cfg.DATASET.TEXT.DIR
-        return {"settings": result_settings(self.cfg), "knowledge": content_hash(text_dir) if text_dir else None,
+        return {"settings": self.fingerprint_settings(), "knowledge": self.trained_on(),
                 "backbone": self.clip.identity(), "classes": list(self.classnames), "groups": self.prompt_groups()}
 
-    def _write_run_info(self):
+    def run_info(self) -> dict:
+        """The run folder's run_info.json."""
         corpus = self.text_set.corpus
-        atomic_write_json(Path(self.output_dir) / "run_info.json", {
+        return {
             "trainer": self.cfg.TRAINER.NAME,
             "backbone": self.clip.identity(),
             "knowledge_dir": str(self.cfg.DATASET.TEXT.DIR),
@@ -173,7 +171,7 @@ class PromptTraining:
                           "total": len(corpus.texts), "dropped": corpus.dropped},
             "groups": self.prompt_groups(),
             "config": json.loads(json.dumps(self.cfg)),
-        })
+        }
 
     def before_epoch(self):
         # The order of an epoch depends on (seed, epoch) only, so a resumed run matches an
@@ -201,27 +199,11 @@ class PromptTraining:
         return self.prompt_embeddings()
 
     @torch.no_grad()
-    def evaluate_text(self, index=None):
-        """Metrics of the fused text scores on sentences of the corpus (default: the held-out ones)."""
-        index = self.holdout_index if index is None else index
-        if len(index) == 0:
-            raise ValueError("no held-out sentences: set DATASET.TEXT.HOLDOUT > 0")
-        embeddings = self.class_embeddings()
-        scores = []
-        for eot, tokens, mask in self.description_features().batches(index):
-            score_g, score_l = self.model.text_scores(eot.to(self.device), tokens.to(self.device),
-                                                      mask.to(self.device), embeddings)
-            scores.append(fuse(score_g, score_l, self.model.hp.LAMBDA_FUSE).cpu())
-        labels = self.text_set.corpus.labels[index.cpu().numpy()]
-        return multilabel_metrics(torch.cat(scores).numpy(), labels)
-
-    @torch.no_grad()
-    def test(self, split=None):
+    def test(self, split=None):  # Dassl's signature (its loop passes split="val"); the test set here
         cfg = self.cfg
         image_set = self.dataset.test
-        transform = TestTransform.from_cfg(cfg)
         feats = image_features(
-            self.clip, image_set, transform.build(), transform.key,
+            self.clip, ImageFeatureDataset.for_test(image_set, build_test_transform(cfg)),
             self.cache_dir / "image_features", batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             num_workers=cfg.DATALOADER.NUM_WORKERS, device=self.device,
         )

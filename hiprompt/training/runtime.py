@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -18,6 +19,32 @@ from hiprompt.registry import EVALUATOR_REGISTRY, TRAINER_REGISTRY, USING_DASSL,
 from hiprompt.training.checkpoint import PromptCheckpointing
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TrainerRuntime(Protocol):
+    """What the trainers' shared logic (`hiprompt.training.prompt_training.PromptTraining` and
+    the baselines') needs of the runtime it is mixed with: Dassl's `TrainerX`, or
+    `BuiltinTrainerX` below. The logic implements Dassl's hooks (`build_data_loader`,
+    `build_model`, `before_train`, `before_epoch`, `forward_backward`, `test`) and calls these."""
+
+    cfg: object  # the validated config (hiprompt.config)
+    device: torch.device
+    output_dir: str
+    epoch: int  # during training: the epoch running, from 0
+    batch_idx: int  # during an epoch: the batch running, from 0
+    num_batches: int
+    evaluator: object  # TEST.EVALUATOR's, with reset / process / evaluate
+
+    def register_model(self, name="model", model=None, optim=None, sched=None) -> None: ...
+
+    def model_backward_and_update(self, loss, names=None) -> None: ...
+
+    def update_lr(self, names=None) -> None: ...
+
+    def before_train(self) -> None: ...
+
+    def before_epoch(self) -> None: ...
 
 
 def set_random_seed(seed: int) -> None:

@@ -2,9 +2,8 @@
 
 A back-end is a class with
 
-- a constructor: one that has a parameter named `options` receives the whole
-  `BackendOptions`; any other receives, as keyword arguments, the option fields its
-  signature names (e.g. `__init__(self, *, seed=0)` gets `seed=options.seed`);
+- a constructor taking the whole `BackendOptions` (`__init__(self, options)`), reading the
+  fields it needs;
 
 - `identity() -> dict`: JSON-serialisable; at least `backend` (its registry name), the
   model's identity (`model_sha256` of a model file, or the server's `model` name) and
@@ -21,9 +20,7 @@ A back-end is a class with
 (`hiprompt.toyworld.oracle:ToyOracleBackend`, answers from a toy world's tables).
 """
 
-import dataclasses
 import importlib
-import inspect
 
 from llm_knowledge.backends.base import BackendError, BackendOptions
 
@@ -72,12 +69,7 @@ def backend_class(name: str):
 
 def create_backend(name: str, options: BackendOptions):
     """An instance of back-end `name` built from `options` (see the module docstring)."""
-    cls = backend_class(name)
-    parameters = inspect.signature(cls).parameters
-    if "options" in parameters:
-        return cls(options=options)
-    fields = {f.name for f in dataclasses.fields(options)}
-    return cls(**{k: getattr(options, k) for k in parameters if k in fields})
+    return backend_class(name)(options)
 
 
 __all__ = [

@@ -22,6 +22,8 @@ import numpy as np
 from tabulate import tabulate
 
 from hiprompt.fileio import atomic_write_bytes, atomic_write_text
+from hiprompt.training.runs import CONTEXT_KEYS, context_opts
+from hiprompt.training.runs import split_context as split_tokens  # noqa: F401 (figure4a's name for it)
 from hiprompt.training.summarize import collect, mean_std
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +55,7 @@ class Run:
         """The run folder's name: the training text, then the settings, shortened; an evaluation's
         is its trained run's name, `__eval_`, and its own settings."""
         settings = dict(zip(self.opts[::2], self.opts[1::2]))
-        counts = [settings.pop(f"TRAINER.HIPROMPT.N_CTX_{kind}", None) for kind in ("SHARED", "COARSE", "FINE", "CLASS")]
+        counts = [settings.pop(key, None) for key in CONTEXT_KEYS]
         parts = [] if self.evaluates else [self.text or ("images" if self.images else "none")]
         if any(c is not None for c in counts):
             parts.append("ctx" + "-".join(str(c or 0) for c in counts))
@@ -63,13 +65,9 @@ class Run:
 
 
 def composition(s: int, p1: int, p2: int, c: int) -> tuple:
-    return ("TRAINER.HIPROMPT.N_CTX_SHARED", s, "TRAINER.HIPROMPT.N_CTX_COARSE", p1,
-            "TRAINER.HIPROMPT.N_CTX_FINE", p2, "TRAINER.HIPROMPT.N_CTX_CLASS", c)
-
-
-def split_tokens(n: int) -> tuple:
-    """The default S/P-S#1/P-S#2/C-S split of n tokens (scripts/common.sh): n/2, n/4, n/8, rest."""
-    return n // 2, n // 4, n // 8, n - n // 2 - n // 4 - n // 8
+    """The overrides setting S/P-S#1/P-S#2/C-S; the default split of n tokens is
+    `split_tokens(n)` (hiprompt/training/runs.py, as scripts/main.sh)."""
+    return context_opts((s, p1, p2, c))
 
 
 class World:
