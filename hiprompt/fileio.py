@@ -1,9 +1,11 @@
 """Crash-safe file writing shared by every long job: atomic replace and append-only logs."""
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -120,3 +122,44 @@ class JsonlLog:
             handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder for one process's writes (`<folder>/.lock`, flock):
+    a second process that asks for it stops at once with a FolderBusyError naming the
+    holder (pid and command line, written into the lock file). The kernel releases the lock
+    when the holder exits, however it exits, so a stale lock file is harmless.
+
+        with FolderLock(output_dir, "training"):
+            ...
+    """
+
+    def __init__(self, folder, purpose: str):
+        self.folder, self.purpose, self._handle = Path(folder), purpose, None
+
+    def __enter__(self) -> "FolderLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.folder / ".lock", "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise FolderBusyError(f"{self.folder} is in use by {holder}; wait for it to finish, "
+                                  f"or write this {self.purpose} elsewhere") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({self.purpose}: {' '.join(sys.argv)[:200]})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # releases the lock; the file stays, empty of meaning
+            self._handle = None
