@@ -12,6 +12,8 @@ Order of precedence, as in the CoOp family: these defaults -> dataset YAML -> me
 Dassl's `get_cfg_default()` when Dassl is the runtime.
 """
 
+import ast
+
 from yacs.config import CfgNode as CN
 
 from hiprompt.baselines.dualcoop import TRAIN_DATA
@@ -22,7 +24,7 @@ from hiprompt.data.transforms import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, INTERPOLAT
 from hiprompt.data.voc import DIFFICULT_POLICIES
 from hiprompt.model.losses import ORDER_DIRECTIONS, RANK_REDUCTIONS
 from hiprompt.model.prompt_learner import CLASS_TOKEN_POSITIONS, LEARNED_NAMES, PROMPT_ENCODINGS
-from hiprompt.training.build import LR_SCHEDULERS, OPTIMIZERS
+from hiprompt.training.build import LR_SCHEDULERS, OPTIMIZERS, WARMUP_TYPES
 from hiprompt.training.metrics import METRIC_CONVENTIONS
 
 
@@ -65,6 +67,14 @@ def _base_defaults() -> CN:
     cfg.OPTIM.LR_SCHEDULER = "multi_step"  # LR_SCHEDULERS: multi_step | cosine | constant
     cfg.OPTIM.STEPSIZE = (2, 5)  # multi_step: epochs at which the lr is multiplied by GAMMA (paper)
     cfg.OPTIM.GAMMA = 0.1  # paper
+    # Dassl's warm-up (its names and defaults): the first WARMUP_EPOCH epochs at WARMUP_CONS_LR
+    # (constant) or rising to LR (linear, from WARMUP_MIN_LR), then the schedule above counted
+    # from 0 (Dassl's default WARMUP_RECOUNT). 0 = none (paper, this project); TaI-DPT's and
+    # DualCoOp's configs set one constant epoch at 1e-5.
+    cfg.OPTIM.WARMUP_EPOCH = 0
+    cfg.OPTIM.WARMUP_TYPE = "linear"  # WARMUP_TYPES: constant | linear
+    cfg.OPTIM.WARMUP_CONS_LR = 1e-5
+    cfg.OPTIM.WARMUP_MIN_LR = 1e-5
 
     cfg.TRAIN = CN()
     cfg.TRAIN.PRINT_FREQ = 20  # log every N steps
@@ -91,11 +101,18 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.MODEL.BACKBONE.WEIGHTS = "openai"  # open_clip tag, a local checkpoint path, or `random` (paper)
     # Text-tower MLP activation. auto: what the weights were trained with (QuickGELU for
     # OpenAI's: tag, TorchScript file or OpenAI-format state dict; a tag's own record
-    # otherwise; see hiprompt/clip/backbone.py) | quickgelu | gelu
+    # otherwise; a ViT state-dict file, which cannot tell, stops and asks; see
+    # hiprompt/clip/backbone.py) | quickgelu | gelu
     cfg.MODEL.BACKBONE.ACTIVATION = "auto"
     # ResNet dense image features: add the attention pool's positional embedding to every
     # position before its value/output projections (DualCoOp) or not (TaI-DPT's dense forward)
     cfg.MODEL.BACKBONE.DENSE_POS_EMBED = True
+    # ResNet global image feature: the attention pool with its positional embedding (CLIP's
+    # own; this project) or without it (TaI-DPT's test-time forward; its configs set False)
+    cfg.MODEL.BACKBONE.GLOBAL_POS_EMBED = True
+    # ResNet dense features led by the attention pool's mean token (DualCoOp aggregates over
+    # all HW + 1 positions; its configs set True) or the HW grid positions only (this project)
+    cfg.MODEL.BACKBONE.DENSE_MEAN_TOKEN = False
     cfg.TEST.EVALUATOR = "MultiLabelEvaluator"  # (Dassl's default is single-label `Classification`)
     # Metric conventions (hiprompt/training/metrics.py): hiprompt (mAP over classes with a positive, tied
     # scores one threshold; CP/CR/CF1 and OP/OR/OF1 on the top-3) | peer (TaI-DPT's and
@@ -183,6 +200,10 @@ def extend_cfg(cfg: CN) -> CN:
     hp.RANK_REDUCTION = "sum"
     hp.LOGIT_SCALE = 4.0  # fixed scale on cosine scores in the ranking loss (TaI-DPT's value)
     hp.TAU_TEXT = 0.02  # softmax temperature over description tokens (TaI-DPT: 1/50)
+    # the start-of-text token among the description tokens of the local text score: False
+    # (this project: after start-of-text up to end-of-text) | True (TaI-DPT, which masks only
+    # the padding; its configs set True)
+    hp.TEXT_START_TOKEN = False
     # softmax temperature over image positions (TaI-DPT: 1/40 for COCO and VOC2007;
     # configs/datasets/nuswide.yaml sets its 1/4)
     hp.TAU_IMAGE = 0.025
@@ -287,10 +308,17 @@ RULES = {
     "OPTIM.LR_SCHEDULER": _choice(*LR_SCHEDULERS),
     "OPTIM.STEPSIZE": _each(_number(1, integer=True)),
     "OPTIM.GAMMA": _number(0, 1, low_open=True),
+    "OPTIM.WARMUP_EPOCH": _number(0, integer=True),
+    "OPTIM.WARMUP_TYPE": _choice(*WARMUP_TYPES),
+    "OPTIM.WARMUP_CONS_LR": _number(0, low_open=True),
+    "OPTIM.WARMUP_MIN_LR": _number(0, low_open=True),
+
     "TRAIN.PRINT_FREQ": _number(1, integer=True),
     "TRAIN.CHECKPOINT_FREQ": _number(0, integer=True),
     "MODEL.BACKBONE.ACTIVATION": _choice(*ACTIVATIONS),
     "MODEL.BACKBONE.DENSE_POS_EMBED": _choice(True, False),
+    "MODEL.BACKBONE.GLOBAL_POS_EMBED": _choice(True, False),
+    "MODEL.BACKBONE.DENSE_MEAN_TOKEN": _choice(True, False),
     "TRAINER.HIPROMPT.N_CTX_SHARED": _number(0, integer=True),
     "TRAINER.HIPROMPT.N_CTX_COARSE": _number(0, integer=True),
     "TRAINER.HIPROMPT.N_CTX_FINE": _number(0, integer=True),
@@ -309,6 +337,7 @@ RULES = {
     "TRAINER.HIPROMPT.RANK_REDUCTION": _choice(*RANK_REDUCTIONS),
     "TRAINER.HIPROMPT.LOGIT_SCALE": _number(0, low_open=True),
     "TRAINER.HIPROMPT.TAU_TEXT": _number(0, low_open=True),
+    "TRAINER.HIPROMPT.TEXT_START_TOKEN": _choice(True, False),
     "TRAINER.HIPROMPT.TAU_IMAGE": _number(0, low_open=True),
     "TRAINER.HIPROMPT.PREC": _choice(*PRECISIONS),
     "TRAINER.HIPROMPT.PROMPT_ENCODING": _choice(*PROMPT_ENCODINGS),
@@ -365,6 +394,7 @@ RESUME_NEUTRAL = (
     "TEST.", "INPUT.", "DATALOADER.TEST.", "DATASET.ROOT", "DATASET.NAME", "DATASET.TEST_SPLIT",
     "DATASET.KEEP_UNANNOTATED", "DATASET.VOC_DIFFICULT", "DATASET.ALLOW_MISSING_IMAGES",
     "DATASET.CSV", "DATASET.CLASSNAMES_FILE", "MODEL.BACKBONE.DENSE_POS_EMBED",
+    "MODEL.BACKBONE.GLOBAL_POS_EMBED", "MODEL.BACKBONE.DENSE_MEAN_TOKEN",
     "TRAINER.HIPROMPT.LAMBDA_FUSE", "TRAINER.HIPROMPT.TAU_IMAGE",
     # compared by content instead: the knowledge folder's hash, the backbone's identity
     # (architecture, weights digest, activation)
@@ -404,3 +434,52 @@ def apply_settings(cfg: CN, settings: dict) -> CN:
             raise ConfigError(f"unknown setting {key}: not a key of hiprompt/config.py's schema")
         node[name] = tuple(value) if isinstance(node[name], tuple) and isinstance(value, list) else value
     return cfg
+
+
+# -- merging ---------------------------------------------------------------------------------
+def _widened(value, current):
+    """`value` (a YAML value or a command-line string) as a float where the setting `current`
+    is a float and `value` reads as an integer (`OPTIM.LR 1`), which yacs would refuse as a
+    type mismatch; otherwise `value` unchanged, for yacs to decode and check."""
+    decoded = value
+    if isinstance(value, str):
+        try:
+            decoded = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return float(decoded) if isinstance(current, float) and type(decoded) is int else value
+
+
+def _widen_node(other: CN, cfg: CN) -> None:
+    """`_widened` over every setting of `other` that `cfg` has (in place)."""
+    for key, value in other.items():
+        if key not in cfg:
+            continue
+        if isinstance(value, CN) and isinstance(cfg[key], CN):
+            _widen_node(value, cfg[key])
+        else:
+            other[key] = _widened(value, cfg[key])
+
+
+def merge_file(cfg: CN, path) -> None:
+    """yacs' `merge_from_file`, an integer accepted for a float setting (`LR: 1`)."""
+    with open(path, "r") as handle:
+        other = cfg.load_cfg(handle)
+    _widen_node(other, cfg)
+    cfg.merge_from_other_cfg(other)
+
+
+def merge_overrides(cfg: CN, opts) -> None:
+    """yacs' `merge_from_list` of trailing KEY VALUE pairs, an integer accepted for a float
+    setting (`OPTIM.LR 1`); an odd count is a `ConfigError` saying so."""
+    if len(opts) % 2:
+        raise ConfigError(f"the KEY VALUE overrides are {len(opts)} items, an odd count: each KEY "
+                          f"needs one VALUE (quote a value with spaces): {' '.join(opts)}")
+    pairs = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        try:
+            current = _lookup(cfg, key)
+        except (KeyError, TypeError):
+            current = None  # no such setting: yacs names the key
+        pairs += [key, _widened(value, current)]
+    cfg.merge_from_list(pairs)

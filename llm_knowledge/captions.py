@@ -4,7 +4,7 @@ Captions" row), labelled by the project's one labeller (`llm_knowledge.labelling
     python -m llm_knowledge.captions --classes coco \
         --captions annotations/captions_train2017.json --out knowledge/coco-captions
 
-Caption files, by name:
+Caption files, by name (UTF-8; a byte-order mark, as Notepad or Excel writes, is skipped):
     *.json   COCO's official captions format: {"annotations": [{"image_id", "id", "caption"}, ...], ...}
     *.jsonl  one JSON object a line with a "caption" string (the toy world's `captions.jsonl`)
     other    plain text, one caption a line (blank lines skipped)
@@ -30,7 +30,7 @@ KIND = "caption"
 
 def _coco_captions(path: Path) -> list:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     expected = 'COCO captions format {"annotations": [{"image_id", "id", "caption"}, ...]}'
@@ -47,7 +47,7 @@ def _coco_captions(path: Path) -> list:
 
 def _jsonl_captions(path: Path) -> list:
     captions = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -71,7 +71,7 @@ def read_captions(path) -> list:
     elif path.suffix == ".jsonl":
         captions = _jsonl_captions(path)
     else:
-        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        captions = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not captions:
         raise ValueError(f"{path}: no captions")
     return captions

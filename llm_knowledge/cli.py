@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set, read_class_list
+from hiprompt.fileio import FolderBusyError, WriteError
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, backend_names
 from llm_knowledge.counts import PROFILES, Counts
-from llm_knowledge.grouping import CHOICES as GROUP_CHOICES, GroupingOptions
+from llm_knowledge.grouping import CHOICES as GROUP_CHOICES
+from llm_knowledge.grouping import GroupingOptions
 from llm_knowledge.pipeline import STAGES, TopUpOptions, build_knowledge, parse_stages
 
 _DEFAULTS = BackendOptions()
@@ -78,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--stages", default=",".join(STAGES), type=parse_stages,
                       help="comma-separated stages to run (the stages they need are added)")
     where = parser.add_argument_group("where")
-    where.add_argument("--out", required=True, help="output folder for this class set")
+    where.add_argument("--out", required=True,
+                       help="output folder for this class set (locked while written: a second run on "
+                            "it stops at once; replaced as a whole)")
     where.add_argument("--cache-dir", default=None,
                        help="answer cache folder (default: $HIPROMPT_CACHE/llm, see "
                             "hiprompt.paths.cache_root)")
@@ -125,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "CLIP text encoder's features of the hand-crafted prompts")
     groups.add_argument("--group-source", default=_GROUPING.source, choices=GROUP_CHOICES,
                         help="auto: the LLM, re-asked, then embeddings; llm: the LLM's first "
-                             "answer; embedding: embeddings only")
+                             "answer; embedding: embeddings only (auto with 8 classes or more and "
+                             "embedding check the encoder before the first question)")
     groups.add_argument("--group-retries", type=int, default=_GROUPING.retries,
                         help="re-asks of a degenerate grouping (auto)")
     groups.add_argument("--group-backbone", default=_GROUPING.backbone,
@@ -160,7 +165,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         manifest = knowledge_from_args(args)
-    except (ValueError, KeyError, BackendError) as error:
+    except (ValueError, KeyError, BackendError, WriteError, FolderBusyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"llm-knowledge: error: {message}", file=sys.stderr)
         return 2

@@ -120,18 +120,34 @@ def embedding_groups(classnames, embeddings, coarse_size: int = 5, fine_size: in
             "fine": [[classnames[i] for i in rows] for rows in fine]}
 
 
-def clip_text_embeddings(classnames, backbone: str, weights: str, template: str) -> np.ndarray:
-    """The frozen CLIP text features [C, D] of `template.format(prompt_name(c))` per class."""
+def fallback_needed(options: GroupingOptions, n_classes: int) -> bool:
+    """Whether a run of the groups stage may need the text encoder: always for `embedding`;
+    for `auto` when the class set is large enough for a grouping to be degenerate."""
+    return options.source == "embedding" or (options.source == "auto" and n_classes >= options.min_classes)
+
+
+def group_encoder(options: GroupingOptions):
+    """The frozen CLIP of the fallback (`options.backbone`, `options.weights`); a ValueError
+    of one line saying what is missing and which switches change it when it cannot be built."""
     from hiprompt.clip.backbone import WeightsUnavailableError, build_clip
 
     try:
-        clip = build_clip(backbone, weights)
-    except (WeightsUnavailableError, FileNotFoundError, RuntimeError) as error:
+        return build_clip(options.backbone, options.weights)
+    except (WeightsUnavailableError, FileNotFoundError, RuntimeError, ValueError) as error:
+        reason = " ".join(str(error).split()).rstrip(".")  # one line
+        needs = ("the groups need" if options.source == "embedding"
+                 else "the fallback for degenerate LLM groups needs")
         raise ValueError(
-            f"the grouping fallback needs the text encoder of {backbone} ({weights!r}): {error}. "
-            "Pass --group-backbone/--group-weights (e.g. a local checkpoint file), or "
-            "--group-source llm to keep the LLM's groups"
+            f"--group-source {options.source}: {needs} the CLIP text encoder of {options.backbone} "
+            f"({options.weights!r}), which cannot be built: {reason}. Pass --group-weights FILE (a "
+            f"local checkpoint of {options.backbone}) or another --group-backbone/--group-weights, "
+            "or --group-source llm to keep the LLM's groups without the fallback"
         ) from error
+
+
+def clip_text_embeddings(classnames, clip, template: str) -> np.ndarray:
+    """The frozen CLIP text features [C, D] of `template.format(prompt_name(c))` per class;
+    `clip` from `group_encoder`."""
     texts = [template.format(prompt_name(c)) for c in classnames]
     eot, _, _ = clip.encode_text(clip.tokenize(texts))  # [C, D]
     return eot.float().numpy()

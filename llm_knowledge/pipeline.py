@@ -17,6 +17,17 @@ Every answer, top-up attempts and re-asks included, goes through the `AnswerCach
 (keyed with the attempt's sampling), so a rerun asks nothing again and the same seeds give
 the same corpus.
 
+Sentences that repeat one of the same kind (the same text once lower-cased and with its
+white space collapsed, `repeat_key`) are dropped: the first is kept, with the `asked` classes
+of every repeat merged into it (in class order; `found` is its own); the manifest's
+`corpus_repeats_dropped` counts them per kind.
+
+Before the first question: the fallback's text encoder is built when the groups stage may
+need it (`grouping.fallback_needed`), and `out_dir` is locked (`hiprompt.fileio.FolderLock`
+on `out_dir/.lock`; a second run on the same folder stops at once naming the holder). A folder
+that cannot be written (read-only, no space) is one line naming it and the reason
+(`OutputFolderError`).
+
 The folder is written whole into a new folder beside `out_dir` and then swapped in
 (`hiprompt.fileio.replace_folder`). Outputs of stages that did not run this time are carried
 forward from the folder already at `out_dir` only when its manifest says it was made for the
@@ -27,6 +38,7 @@ same classes, synonyms, counts, question texts, labelling rules and back-end ide
 import hashlib
 import itertools
 import json
+import os
 import random
 import sys
 import time
@@ -46,6 +58,7 @@ from hiprompt.data.knowledge import (
     verify_manifest,
     write_knowledge_folder,
 )
+from hiprompt.fileio import FolderBusyError, FolderLock
 from hiprompt.paths import cache_root
 from llm_knowledge import questions as Q
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, create_backend
@@ -56,12 +69,15 @@ from llm_knowledge.grouping import (
     clip_text_embeddings,
     degenerate,
     embedding_groups,
+    fallback_needed,
+    group_encoder,
 )
 from llm_knowledge.labelling import Labeller, rules_digest
 from llm_knowledge.parsing import Parsed, dedup_key, parse_attributes, parse_groups, parse_sentences
 from llm_knowledge.synonyms import default_synonyms
 
 STAGES = ("attributes", "coarse", "fine", "groups", "relation")
+LOCK = ".lock"  # hiprompt.fileio.FolderLock's file inside --out; not a knowledge file
 _CORPUS_KINDS = ("coarse", "fine", "relation")  # stage name = corpus kind
 _NEEDS = {"coarse": ("attributes",), "fine": ("attributes",), "relation": ("groups",)}
 
@@ -229,12 +245,55 @@ def _questions_digest() -> str:
     return hashlib.sha256("\n".join(q.prompt for q in sample).encode("utf-8")).hexdigest()
 
 
+class OutputFolderError(ValueError):
+    """The knowledge folder cannot be written: another run holds it, or the file system
+    refuses (read-only, no space, no permission). One line naming the folder and why."""
+
+
+def _cannot_write(out: Path, error: OSError) -> OutputFolderError:
+    """One line naming `out` (not a hidden file inside or beside it) and the system's reason."""
+    reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+    return OutputFolderError(f"cannot write the knowledge folder {out}: {reason}; choose another --out")
+
+
+class _OutLock:
+    """`FolderLock` on `out` (its `.lock`), taken before the first question and held until the
+    new folder is swapped in (the lock file stays in the old folder, which the swap removes, so
+    it never enters the finished folder). A folder made only to hold the lock is removed again
+    when the run fails."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.made = not out.exists()
+        try:
+            self.lock = FolderLock(out, "knowledge folder").__enter__()
+        except FolderBusyError as error:
+            raise OutputFolderError(str(error)) from None
+        except OSError as error:
+            raise _cannot_write(out, error) from None
+
+    def release(self, ok: bool) -> None:
+        if not ok and self.made:
+            try:
+                if sorted(os.listdir(self.out)) == [LOCK]:
+                    os.unlink(self.out / LOCK)
+                    os.rmdir(self.out)
+            except OSError:
+                pass  # left as an empty folder, which a later run takes as a new one
+        self.lock.__exit__(None, None, None)
+
+
+def repeat_key(text: str) -> str:
+    """Two sentences with the same key repeat each other: case and white space ignored."""
+    return " ".join(text.lower().split())
+
+
 def _check_out_dir(out: Path) -> None:
     """`out` is replaced as a whole: refuse a file, or a folder holding other files."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in FILES + (MANIFEST,)
+        other = sorted(p.name for p in out.iterdir() if p.name not in FILES + (MANIFEST, LOCK)
                        and not (p.name.startswith(".") and p.name.endswith(".tmp")))
         if other:
             raise ValueError(
@@ -256,12 +315,23 @@ class KnowledgeRun:
         self.config = config
         self.stages = resolve_stages(config.stages)
         self.labeller = Labeller(config.classnames, config.synonyms)
-        self.backend = backend or create_backend(
-            config.backend, _with_cache_dir(config.options, config.cache_dir)
-        )
-        self.identity = self.backend.identity()
-        self.cache = AnswerCache(Path(config.cache_dir), self.identity)
+        self._lock = _OutLock(Path(config.out_dir))  # before the first question
+        try:
+            # The grouping fallback's encoder, before the first question: a run that may need
+            # it and cannot have it stops now rather than after every question was asked.
+            self.group_clip = (group_encoder(config.grouping) if "groups" in self.stages
+                               and fallback_needed(config.grouping, len(config.classnames)) else None)
+            self.backend = backend or create_backend(
+                config.backend, _with_cache_dir(config.options, config.cache_dir)
+            )
+            self.identity = self.backend.identity()
+            self.cache = AnswerCache(Path(config.cache_dir), self.identity)
+        except BaseException:
+            self._lock.release(ok=False)
+            raise
         self.corpus: List[dict] = []
+        self._first_of: Dict[tuple, dict] = {}  # (kind, repeat_key) -> the record kept
+        self.repeats = Counter()  # kind -> sentences dropped as repeats
         self.attributes = {"common": [], "per_class": {}, "filtered": {}}
         self.groups = {"coarse": [], "fine": []}
         self.group_report = {"source": None, "degenerate": []}  # manifest["groups"]
@@ -324,15 +394,23 @@ class KnowledgeRun:
         return results
 
     def _sentences(self, asker, questions, kind: str):
+        order = {label: i for i, label in enumerate(self.config.classnames)}
         for question, parsed in zip(questions, self._ask_lists(asker, questions, parse_sentences)):
             for text in parsed.items:
-                self.corpus.append({
+                first = self._first_of.get((kind, repeat_key(text)))
+                if first is not None:  # a repeat: its classes join the first's
+                    self.repeats[kind] += 1
+                    first["asked"] = sorted(set(first["asked"]) | set(question.classes), key=order.get)
+                    continue
+                record = {
                     "text": text,
                     "asked": list(question.classes),
                     "found": self.labeller.find(text),
                     "kind": kind,
                     "question": question.prompt,
-                })
+                }
+                self._first_of[(kind, repeat_key(text))] = record
+                self.corpus.append(record)
 
     def _filter(self, asker):
         counts = self.config.counts
@@ -382,11 +460,12 @@ class KnowledgeRun:
         source = "embedding" if options.source == "embedding" else self._coarse_groups(asker)
         self.group_report["source"] = source
         if source == "embedding":
-            embeddings = clip_text_embeddings(classes, options.backbone, options.weights,
-                                              options.template)  # [C, D]
+            embeddings = clip_text_embeddings(classes, self.group_clip, options.template)  # [C, D]
             self.groups = embedding_groups(classes, embeddings, options.coarse_size,
                                            options.fine_size)
+            self.group_clip = None  # done with it
             return
+        self.group_clip = None
         split = [g for g in self.groups["coarse"] if len(g) >= 3]
         questions = [Q.fine_groups(g) for g in split]
         fine = []
@@ -417,6 +496,15 @@ class KnowledgeRun:
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> dict:
+        ok = False
+        try:
+            manifest = self._run()
+            ok = True
+            return manifest
+        finally:
+            self._lock.release(ok)
+
+    def _run(self) -> dict:
         config, counts = self.config, self.config.counts
         started = time.time()
         n_classes = len(config.classnames)
@@ -488,6 +576,9 @@ class KnowledgeRun:
             with open(out / "corpus.jsonl", encoding="utf-8") as handle:
                 self.corpus += [r for r in map(json.loads, handle) if r["kind"] in kinds]
             self.corpus.sort(key=lambda r: _CORPUS_KINDS.index(r["kind"]))  # stable
+            dropped = manifest.get("corpus_repeats_dropped", {})
+            for kind in kinds:
+                self.repeats[kind] += dropped.get(kind, 0)
         return earlier
 
     def _write(self, asker, seconds: float) -> dict:
@@ -508,6 +599,7 @@ class KnowledgeRun:
             "questions": asker.summary(),
             "llm_calls": asker.llm_calls,
             "corpus": dict(Counter(r["kind"] for r in self.corpus)),
+            "corpus_repeats_dropped": {k: self.repeats[k] for k in _CORPUS_KINDS if k in stages},
             "top_up": {"calls": sum(s["re_llm_calls"] for k, s in asker.stats.items()
                                     if k not in ("coarse_groups", "fine_groups")),
                        "asked": sum(s["re_asked"] for k, s in asker.stats.items()
@@ -517,11 +609,14 @@ class KnowledgeRun:
             "cache": str(self.cache.path),
             "time_s": round(seconds, 3),
         }
-        return write_knowledge_folder(
-            out, config.classnames, self.synonyms, manifest,
-            attributes=self.attributes if "attributes" in stages else None,
-            groups=self.groups if "groups" in stages else None,
-            corpus=self.corpus if set(_CORPUS_KINDS) & set(stages) else None)
+        try:
+            return write_knowledge_folder(
+                out, config.classnames, self.synonyms, manifest,
+                attributes=self.attributes if "attributes" in stages else None,
+                groups=self.groups if "groups" in stages else None,
+                corpus=self.corpus if set(_CORPUS_KINDS) & set(stages) else None)
+        except OSError as error:
+            raise _cannot_write(out, error) from None
 
 
 def _merge(merged: Parsed, extra: Parsed, count: int) -> int:
@@ -559,6 +654,9 @@ def format_summary(manifest: dict) -> str:
                                     "topped up", "answered", "refused", "items", "short",
                                     "unusable", "why unusable"])
     corpus = ", ".join(f"{k} {v}" for k, v in manifest["corpus"].items()) or "none"
+    repeats = manifest.get("corpus_repeats_dropped", {})
+    if repeats:
+        corpus += " (repeats dropped: " + ", ".join(f"{k} {v}" for k, v in repeats.items()) + ")"
     carried = (f"; carried forward from the earlier folder: {', '.join(manifest['carried_forward'])}"
                if manifest.get("carried_forward") else "")
     groups = (f"; groups made by: {manifest['groups']['source']}"
@@ -603,5 +701,5 @@ def build_knowledge(classes, out_dir, *, backend: str = DEFAULT_BACKEND, model: 
     ))
 
 
-__all__ = ["RunConfig", "STAGES", "TopUpOptions", "build_knowledge", "format_summary", "parse_stages", "resolve_stages",
-           "run"]
+__all__ = ["OutputFolderError", "RunConfig", "STAGES", "TopUpOptions", "build_knowledge", "format_summary",
+           "parse_stages", "repeat_key", "resolve_stages", "run"]

@@ -71,3 +71,16 @@ def test_bad_json_line_is_named_and_captions_naming_no_class_are_refused(tmp_pat
     with pytest.raises(ValueError, match="none of the 1 captions names one of the 4 classes"):
         write_caption_folder(["a view of the sea."], CLASSES, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_caption(tmp_path):
+    """Caption files written by hand (Notepad, Excel's "Unicode text") may start with a BOM."""
+    plain = tmp_path / "captions.txt"
+    plain.write_bytes("\ufeffa bus.\r\na car on a road.\r\n".encode())
+    assert read_captions(plain) == ["a bus.", "a car on a road."]
+    lines = tmp_path / "captions.jsonl"
+    lines.write_bytes('\ufeff{"caption": "a dog."}\n{"caption": "a cat."}\n'.encode())
+    assert read_captions(lines) == ["a dog.", "a cat."]
+    coco = coco_captions_file(tmp_path / "captions_val2017.json", ["a dog.", "a red car."])
+    coco.write_bytes(b"\xef\xbb\xbf" + coco.read_bytes())
+    assert read_captions(coco) == ["a dog.", "a red car."]

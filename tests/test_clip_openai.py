@@ -126,8 +126,9 @@ def test_tag_path_builds_the_activation_each_tag_was_trained_with(monkeypatch):
 def test_auto_activation_of_other_files_and_random_weights(tmp_path):
     from hiprompt.clip.backbone import _file_quick_gelu
 
-    assert _file_quick_gelu("RN50") is True  # every known RN50 weight set is QuickGELU
-    assert _file_quick_gelu("ViT-B-32") is None  # OpenAI's and LAION's differ: the config decides
+    assert _file_quick_gelu("RN50", tmp_path / "w.pt") is True  # every known RN50 weight set is QuickGELU
+    with pytest.raises(ValueError, match="set MODEL.BACKBONE.ACTIVATION"):  # OpenAI's and LAION's differ
+        _file_quick_gelu("ViT-B-32", tmp_path / "w.pt")
     assert not uses_quick_gelu(build_clip("tiny", "random").model)  # the small configs' own GELU
     assert uses_quick_gelu(build_clip("tiny", "random", activation="quickgelu").model)
     with pytest.raises(ValueError, match="MODEL.BACKBONE.ACTIVATION='fast'"):

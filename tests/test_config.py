@@ -100,6 +100,7 @@ def test_unknown_key_unknown_trainer_and_malformed_yaml_are_one_line(tmp_path, c
     foo = ["--trainer", "Foo", "--dataset-config-file", "configs/datasets/custom.yaml"]
     assert error_line([*out, *foo], capsys) == (
         "error: TRAINER.NAME (--trainer)='Foo' is not registered; registered: CoOp, DualCoOp, HierarchicalCoOp, TaIDPT, ZeroshotCLIP")
+    assert not (tmp_path / "run").exists()  # refused before the run folder or its log.txt is made
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("OPTIM:\n  LR: 0.1\n   NAME: sgd\n")
@@ -111,8 +112,39 @@ def test_unknown_key_unknown_trainer_and_malformed_yaml_are_one_line(tmp_path, c
     assert error_line([*out, "--config-file", str(listed)], capsys) == (
         f"error: {listed}: expected a mapping of settings (KEY: value) at the top level")
 
-    odd = error_line([*out, *TINY, "OPTIM.LR"], capsys)
-    assert odd.startswith("error: the command line: Override list has odd length")
+    assert error_line([*out, *TINY, "OPTIM.LR", "0.1", "OPTIM.NAME"], capsys) == (
+        "error: the command line: the KEY VALUE overrides are 3 items, an odd count: each KEY needs one VALUE "
+        "(quote a value with spaces): OPTIM.LR 0.1 OPTIM.NAME")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("late", [["--eval-only"], ["--seed", "2"], ["--seed=2"], ["--eval-only", "--seed", "2"]])
+def test_flags_after_the_overrides_are_named_with_where_they_go(tmp_path, capsys, late):
+    out = tmp_path / "run"
+    message = error_line(["--output-dir", str(out), *TINY, "OPTIM.LR", "0.1", *late], capsys)
+    assert message == (f"error: the command line: {late[0]} comes after the KEY VALUE overrides; put every flag "
+                       "before them (as in CoOp's train.py, all from the first KEY on is read as KEY VALUE pairs)")
+    assert not out.exists()
+
+
+def test_an_integer_is_accepted_for_a_float_setting_but_not_the_reverse(tmp_path, capsys):
+    method = tmp_path / "method.yaml"
+    method.write_text("OPTIM:\n  LR: 1\n  MOMENTUM: 0\nTEST:\n  THRESHOLD: '2'\n")
+    args = train.parse_args(["--output-dir", str(tmp_path / "run"), *TINY, "--config-file", str(method),
+                             "TRAINER.HIPROMPT.LAMBDA_FUSE", "1", "DATASET.TEXT.FEATURE_BUDGET_GB", "3"])
+    cfg = train.setup_cfg(args)
+    settings = {"OPTIM.LR": cfg.OPTIM.LR, "OPTIM.MOMENTUM": cfg.OPTIM.MOMENTUM, "TEST.THRESHOLD": cfg.TEST.THRESHOLD,
+                "TRAINER.HIPROMPT.LAMBDA_FUSE": cfg.TRAINER.HIPROMPT.LAMBDA_FUSE,
+                "DATASET.TEXT.FEATURE_BUDGET_GB": cfg.DATASET.TEXT.FEATURE_BUDGET_GB}
+    assert settings == {"OPTIM.LR": 1.0, "OPTIM.MOMENTUM": 0.0, "TEST.THRESHOLD": 2.0,
+                        "TRAINER.HIPROMPT.LAMBDA_FUSE": 1.0, "DATASET.TEXT.FEATURE_BUDGET_GB": 3.0}
+    assert all(type(value) is float for value in settings.values())
+    assert cfg.OPTIM.MAX_EPOCH == 10 and type(cfg.OPTIM.MAX_EPOCH) is int
+
+    message = error_line(["--output-dir", str(tmp_path / "run"), *TINY, "OPTIM.MAX_EPOCH", "2.5"], capsys)
+    assert message.startswith("error: the command line: Type mismatch") and "OPTIM.MAX_EPOCH" in message
+    assert error_line(["--output-dir", str(tmp_path / "run"), *TINY, "OPTIM.LR", "True"], capsys).startswith(
+        "error: the command line: Type mismatch")
 
 
 def test_train_py_exits_2_without_traceback_unless_debug(tmp_path):

@@ -97,3 +97,21 @@ def test_class_list_errors_name_the_file(tmp_path):
         read_class_list(latin)
     with pytest.raises(FileNotFoundError, match=r"absent\.txt"):
         read_class_list(tmp_path / "absent.txt")
+
+
+def test_a_byte_order_mark_from_excel_or_notepad_is_skipped(tmp_path):
+    """Excel's "CSV UTF-8" and Notepad start the file with a BOM (and end lines with CRLF)."""
+    _images(tmp_path / "img", "a.jpg", "b.jpg")
+    csv_path = tmp_path / "set.csv"
+    csv_path.write_bytes("\ufeffimage,labels\r\nimg/a.jpg,dog|cat\r\nimg/b.jpg,cat\r\n".encode())
+    image_set = read_custom_csv(csv_path)
+    assert image_set.classnames == ["cat", "dog"]
+    assert image_set.image_paths == [str(tmp_path / "img" / "a.jpg"), str(tmp_path / "img" / "b.jpg")]
+    assert image_set.labels.tolist() == [[1, 1], [1, 0]]
+    names = tmp_path / "classes.txt"  # the test set's class-name file, from the same editor
+    names.write_bytes("\ufeffdog\r\ncat\r\n".encode())
+    assert read_custom_csv(csv_path, classnames_file=names).classnames == ["dog", "cat"]
+    # the image column too: a BOM-less file whose first path starts with U+FEFF is kept as it is
+    (tmp_path / "img" / "\ufeffodd.jpg").write_bytes(b"x")
+    csv_path.write_text("image,labels\n\ufeffodd.jpg,cat\n".replace("\ufeffodd", "img/\ufeffodd"))
+    assert read_custom_csv(csv_path).image_paths == [str(tmp_path / "img" / "\ufeffodd.jpg")]

@@ -131,7 +131,10 @@ def dualcoop_images_argv(out):
 
 def test_dualcoop_on_images_runs_on_the_device_with_the_cpu_results(tmp_path):
     cpu, cuda = run_both(tmp_path, dualcoop_images_argv)
-    assert_same_metrics(cpu, cuda)
+    # the emulator's reductions (the attention pool's mean token, which DualCoOp's regions
+    # include) sum in another order; this near-chance tiny model (mAP ~7) has near-ties that
+    # a 1e-7 change reorders: measured 1.1e-4 mAP points apart
+    assert_same_metrics(cpu, cuda, tolerance=1e-3)
 
 
 def test_bf16_setting_runs_on_the_device(tmp_path):

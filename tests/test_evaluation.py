@@ -34,10 +34,24 @@ def test_evaluator_accumulates_batches_prints_and_writes_json(tmp_path, capsys):
     written = json.loads((tmp_path / "run" / "results_val2017.json").read_text())
     assert written["num_images"] == 10 and written["metrics"]["OF1"] == pytest.approx(expected["OF1"])
     assert written["per_class_AP"]["c"] == pytest.approx(expected["per_class_AP"][2])
+    assert written["config"] == {"OUTPUT_DIR": str(tmp_path / "run")} and written["checkpoint"] is None
 
     evaluator.reset()
     with pytest.raises(RuntimeError, match="before any process"):
         evaluator.evaluate()
+
+
+def test_results_record_the_config_and_the_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.TEST = CN({"METRICS": "peer", "THRESHOLD": 0.25})
+    cfg.INPUT = CN({"SIZE": (64, 64)})
+    evaluator = MultiLabelEvaluator(cfg, classnames=["a", "b"])
+    evaluator.process(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[1, 0], [0, 1]]))
+    evaluator.evaluate(checkpoint="run/prompt_learner/model.pth.tar-3")
+    written = json.loads((tmp_path / "run" / "results_test.json").read_text())
+    assert written["config"] == {"OUTPUT_DIR": str(tmp_path / "run"), "TEST": {"METRICS": "peer", "THRESHOLD": 0.25},
+                                 "INPUT": {"SIZE": [64, 64]}}
+    assert written["checkpoint"] == "run/prompt_learner/model.pth.tar-3"
 
 
 def test_evaluator_takes_dassl_lab2cname_and_ignore_mask(tmp_path):

@@ -158,3 +158,17 @@ def test_older_manifest_that_disagrees_with_the_corpus_is_refused(tmp_path):
     manifest["corpus"] = {"relation": 1, "coarse": 1}
     (knowledge / "manifest.json").write_text(json.dumps(manifest))
     assert len(KnowledgeFolder(knowledge).corpus().texts) == 2
+
+
+def test_a_byte_order_mark_is_skipped_in_corpus_and_json_files(tmp_path):
+    """Files edited by hand (Notepad saves UTF-8 with a BOM) read as without it."""
+    knowledge = folder(tmp_path)
+    (knowledge / "groups.json").write_bytes(("\ufeff" + json.dumps(GROUPS)).encode())
+    (knowledge / "corpus.jsonl").write_bytes(("\ufeff" + json.dumps(line("a dog on the sofa.")) + "\r\n"
+                                              + json.dumps(line("a red car.", asked=["car"], found=["car"]))
+                                              + "\r\n").encode())
+    knowledge_folder = KnowledgeFolder(knowledge)
+    assert knowledge_folder.groups == GROUPS
+    corpus = knowledge_folder.corpus()
+    assert corpus.texts == ["a dog on the sofa.", "a red car."]
+    assert corpus.labels.tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]]

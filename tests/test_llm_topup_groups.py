@@ -24,8 +24,9 @@ CLASSES = ["dog", "cat", "horse", "sheep", "car", "bus", "truck", "train", "cup"
 
 
 class ShortListBackend:
-    """Greedy answers hold one usable item and a repeat of it; a sampled answer (a top-up
-    attempt) holds one new item named after its seed, and a repeat of the greedy one."""
+    """Greedy answers hold one usable item (its own to the question) and a repeat of it; a
+    sampled answer (a top-up attempt) holds one new item named after its seed, and a repeat of
+    the greedy one."""
 
     calls = []
 
@@ -39,7 +40,8 @@ class ShortListBackend:
         for question in questions:
             type(self).calls.append(question)
             name = prompt_name(question.classes[0])
-            first = f"The {name} stands in the morning light."
+            about = question.attribute or " and ".join(map(prompt_name, question.classes))
+            first = f"The {name} stands in the morning light, its {about} plain to see."  # one per question
             if question.kind in ("coarse_groups", "fine_groups"):
                 yield "Everything: " + ", ".join(question.classes)
             elif question.kind == "filter_attributes":
@@ -248,7 +250,8 @@ def test_cli_flags_reach_the_run(tmp_path, capsys):
                  "tiny", "--group-weights", str(tmp_path / "missing.pt"), "--stages", "groups",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 2
-    assert "the grouping fallback needs the text encoder of tiny" in capsys.readouterr().err
+    assert ("--group-source embedding: the groups need the CLIP text encoder of tiny"
+            in capsys.readouterr().err)
 
 
 def test_questions_carry_their_sampling():

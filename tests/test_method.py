@@ -157,3 +157,41 @@ def test_learned_prompts_end_with_the_label_and_hand_crafted_ones_with_the_reada
     assert torch.equal(hand.encoder.suffix, suffix_of(["a photo of a computer mouse.", "a photo of a television."], 0))
     with pytest.raises(ValueError, match="LEARNED_NAME='Y'"):
         HierarchicalPromptLearner(tiny_clip, classnames, {}, counts, "{}", learned_name="Y")
+
+
+def test_the_start_token_joins_the_local_text_score_as_in_taidpt(tiny_clip):
+    """TaI-DPT's text branch (Caption_distill_double.py, `if_test=False`): per-token features of
+    the whole 77-position caption, normalised; padding (token id 0) pushed down by 10000, the
+    start-of-text kept; softmax over positions at scale 50; Σ 4 · s · softmax. With
+    TEXT_START_TOKEN the project's score times LOGIT_SCALE (4) is that number."""
+    from hiprompt.config import get_cfg_default
+    from hiprompt.model.method import PromptedCLIP
+
+    hp = get_cfg_default().TRAINER.HIPROMPT
+    hp.N_CTX_SHARED, hp.N_CTX_COARSE, hp.N_CTX_FINE, hp.N_CTX_CLASS = 4, 0, 0, 0
+    hp.TEXT_START_TOKEN, hp.TAU_TEXT = True, 1 / 50
+    classes = ["dog", "cat", "bus"]
+    torch.manual_seed(0)
+    model = PromptedCLIP(tiny_clip, classes, {"coarse": [], "fine": []}, hp)
+    captions = ["a dog chases a cat.", "the bus."]
+    tokens = tiny_clip.tokenize(captions)  # [B, 77]
+    eot, per_token, mask = tiny_clip.encode_text(tokens, truncate=True)  # what the store holds: 1..eot
+    with torch.no_grad():
+        global_emb, local_emb = model.prompts.class_embeddings()
+        _, ours = model.text_scores(eot, per_token[:, 1:], mask[:, 1:], (global_emb, local_emb))
+
+        _, full, _ = tiny_clip.encode_text(tokens)  # [B, 77, D]
+        image_features = F.normalize(full, dim=-1).permute(1, 0, 2)  # L x B x D
+        text_features = F.normalize(local_emb, dim=-1)
+        text_mask = (tokens == 0).long() * (-10000)  # B x L
+        logits_neg = (image_features @ text_features.t()).permute(2, 1, 0) + text_mask[None]
+        logits_neg = logits_neg.permute(2, 1, 0)  # L x B x cls
+        prob = torch.softmax(logits_neg * 50, dim=0)
+        expected = torch.sum(4.0 * logits_neg * prob, dim=0)  # B x cls
+    torch.testing.assert_close(hp.LOGIT_SCALE * ours, expected, rtol=0, atol=1e-4)
+    hp.TEXT_START_TOKEN = False  # without it the score differs
+    torch.manual_seed(0)
+    without = PromptedCLIP(tiny_clip, classes, {"coarse": [], "fine": []}, hp)
+    with torch.no_grad():
+        _, other = without.text_scores(eot, per_token[:, 1:], mask[:, 1:], (global_emb, local_emb))
+    assert (other - ours).abs().max() > 1e-4

@@ -377,3 +377,190 @@ def test_toy_world_predictions_beat_chance(tmp_path):
     assert f1 > chance_f1 + 0.4
     thresholds = json.loads(Path(f"{out}.thresholds.json").read_text())
     assert list(thresholds) == labels
+
+
+# -- issue 25: no silent wrong result ----------------------------------------------------------
+def test_labels_other_than_the_knowledge_folders_are_refused(tmp_path, monkeypatch, capsys):
+    from conftest import write_knowledge_folder
+
+    knowledge = write_knowledge_folder(tmp_path / "k", ["cat", "dog", "cow"], {"coarse": [], "fine": []},
+                                       [("a cat and a dog.", ["cat", "dog"], "relation")])
+    reached = []
+
+    def stop(*args, **kwargs):
+        reached.append(args)
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr(tag, "learn_prompts", stop)
+    labels = tmp_path / "l.txt"
+
+    def run(text):
+        labels.write_text(text)
+        code = main(["tag", "--labels", str(labels), "--knowledge", str(knowledge), "--images", str(tmp_path),
+                     "--out", str(tmp_path / "p.csv"), "--backbone", "tiny", "--weights", "random", "--no-progress"])
+        return code, capsys.readouterr().err.strip().splitlines()[-1]  # after the log lines
+
+    code, error = run("cat\nhorse\n")
+    assert code == 2 and not reached
+    assert error == (f"hiprompt tag: error: --labels {labels} and --knowledge {knowledge} (its classnames.txt) "
+                     "name different classes (only in --labels: horse; only in the knowledge folder: dog, cow): "
+                     "make a knowledge folder for these labels, or leave out --labels to tag the folder's classes")
+    code, error = run("dog\ncat\ncow\n")
+    assert code == 2 and not reached and "the same classes in another order" in error
+    code, error = run("# the folder's own\ncat\ndog\ncow\n")  # equal: the run goes on to the prompts
+    assert code == 2 and len(reached) == 1 and error == "hiprompt tag: error: stop here"
+
+
+def test_calibration_csv_from_excel_reads_as_without_a_bom(tmp_path, tiny_clip):
+    tagger = _tagger(tiny_clip)
+    for seed in range(4):
+        _noise_image(seed).save(tmp_path / f"{seed}.png")
+    text = "image,labels\r\n0.png,cat\r\n1.png,dog\r\n2.png,cat|dog\r\n3.png,\r\n"
+    (tmp_path / "plain.csv").write_text(text, newline="")
+    (tmp_path / "excel.csv").write_bytes(("\ufeff" + text).encode())
+    plain, plain_table = tag.calibrate_thresholds(tagger, tmp_path / "plain.csv")
+    excel, excel_table = tag.calibrate_thresholds(tagger, tmp_path / "excel.csv")
+    np.testing.assert_array_equal(excel, plain)
+    assert excel_table == plain_table and excel_table["cat"]["positives"] == 2
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+@pytest.mark.parametrize("cut", ["after the newline in the name", "inside the name", "before the record's end"])
+def test_a_record_torn_inside_a_name_with_a_newline_is_dropped_whole(tmp_path, tiny_clip, suffix, cut):
+    torch.manual_seed(0)
+    tagger = _tagger(tiny_clip)
+    images = tmp_path / "images"
+    images.mkdir()
+    names = ["a.png", "with\nnewline.png", "z\rcarriage, return.png"]
+    for seed, name in enumerate(names):
+        _noise_image(seed).save(images / name)
+    out = tmp_path / f"p.{suffix}"
+    tag.tag_images(tagger, images, out, progress=False)
+
+    def records():
+        if suffix == "csv":
+            with open(out, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle, strict=True))
+            assert rows[0] == ["path", "labels", "top_k", *LABELS]
+            return {row[0]: [float(v) for v in row[3:]] for row in rows[1:]}, len(rows) - 1
+        lines = out.read_text(encoding="utf-8").splitlines()
+        return {json.loads(line)["path"]: list(json.loads(line)["scores"].values()) for line in lines}, len(lines)
+
+    whole, count = records()
+    assert sorted(whole) == names and count == 3
+    data = out.read_bytes()
+    name = b'"with\n' if suffix == "csv" else b'"with\\n'
+    start = data.index(name)
+    end = data.index(b"\n", data.index(b"newline.png", start)) + 1  # the record's own newline
+    at = {"after the newline in the name": start + len(name), "inside the name": start + 8,
+          "before the record's end": end - 1}[cut]
+    out.write_bytes(data[:at])
+    report = tag.tag_images(tagger, images, out, progress=False)
+    assert (report.already_written, report.scored) == (1, 2)
+    again, count = records()
+    assert count == 3 and sorted(again) == names  # one record per image, each path whole
+    for path in names:
+        assert again[path] == pytest.approx(whole[path], rel=1e-4, abs=1e-6)
+
+
+def _tiny_prompts(tmp_path):
+    """A prompts file for the backbone `--backbone tiny --weights random` builds."""
+    from hiprompt.training.build import build_backbone
+
+    clip = build_backbone(tag.tag_config("tiny", "random"))
+    path, _ = _prompts_file(tmp_path / "prompts", clip, result_settings(get_cfg_default()))
+    return path
+
+
+def _tag_command(prompts, images, out):
+    return ["tag", "--prompts", str(prompts), "--images", str(images), "--out", str(out), "--backbone", "tiny",
+            "--weights", "random", "--workers", "0", "--no-progress"]
+
+
+def test_a_failed_write_is_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+    import tempfile
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(3):
+        _noise_image(seed).save(images / f"{seed}.png")
+    prompts, out = _tiny_prompts(tmp_path), tmp_path / "out" / "p.csv"
+    capsys.readouterr()  # (a log handler an earlier test's main() left may complain of its closed stream)
+    real_mkstemp, real_fsync, failed = tempfile.mkstemp, os.fsync, []
+
+    def read_only(*args, **kwargs):  # the temporary file of run.json cannot be made
+        failed.append("mkstemp")
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(_tag_command(prompts, images, out)) == 2
+    error = capsys.readouterr().err
+    assert failed and "Traceback" not in error
+    error = error.splitlines()[-1]  # after the log lines
+    assert error.startswith(f"hiprompt tag: error: cannot write {out}.run.json: read-only file system; "
+                            "nothing already written was lost (the old file, if there was one, is intact); "
+                            "write to a folder on a writable file system")
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+
+    def full_on_predictions(fd):  # the disk fills while the predictions are written
+        if os.readlink(f"/proc/self/fd/{fd}") == str(out) and out.stat().st_size > 0:
+            failed.append("fsync")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_on_predictions)
+    assert main([*_tag_command(prompts, images, out), "--batch-size", "2"]) == 2
+    error = capsys.readouterr().err
+    assert failed[-1] == "fsync" and "Traceback" not in error
+    error = error.splitlines()[-1]
+    assert error.startswith(f"hiprompt tag: error: cannot write {out}: no space left on the device; nothing "
+                            "already written was lost (the predictions already in it are intact; a rerun resumes "
+                            "after them); free some space")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main(_tag_command(prompts, images, out)) == 0
+    assert "images scored now" in capsys.readouterr().out
+    assert sorted(row[0] for row in _read_csv(out)[1:]) == ["0.png", "1.png", "2.png"]
+
+
+def test_a_read_only_file_system_is_one_line(tmp_path, capsys):
+    """A real read-only tmpfs (skipped where this process may not mount one)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        out = mount / "p.csv"
+        assert main(_tag_command(_tiny_prompts(tmp_path), tmp_path, out)) == 2
+        error = capsys.readouterr().err
+        assert error.splitlines()[-1] == (f"hiprompt tag: error: cannot write {out} (its lock file .p.csv.lock): "
+                                          "read-only file system; nothing already written was lost (nothing was "
+                                          "written yet); write to a folder on a writable file system")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_clip, capsys):
+    out = tmp_path / "p.csv"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys\nfrom hiprompt.fileio import FileLock\n"
+        f"with FileLock({str(out)!r}, 'tagging'):\n    print('locked', flush=True)\n    sys.stdin.readline()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(_tag_command(tmp_path / "absent.pt", tmp_path, out)) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"hiprompt tag: error: {out} is being written by pid {holder.pid} (tagging: ")
+        assert error.rstrip().endswith("wait for it to finish, or write this tagging to another file")
+        from hiprompt.fileio import FolderBusyError
+
+        with pytest.raises(FolderBusyError, match=f"is being written by pid {holder.pid}"):
+            tag.tag_images(_tagger(tiny_clip), tmp_path, out, progress=False)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not out.exists()
+    tag.tag_images(_tagger(tiny_clip), tmp_path, out, progress=False)  # free once the holder is gone
+    assert _read_csv(out) == [["path", "labels", "top_k", *LABELS]]

@@ -19,7 +19,8 @@ def test_learned_prompts_beat_handcrafted_on_toy_images(tmp_path):
     data, knowledge = tmp_path / "data", tmp_path / "knowledge"
     write_dataset(data, n_images=200, seed=1)
     assert knowledge_main(["--classes", str(data / "classnames.txt"), "--backend", "toy-oracle",
-                           "--profile", "small", "--out", str(knowledge), "--no-progress"]) == 0
+                           "--profile", "small", "--group-backbone", "toy", "--group-weights", "packaged",
+                           "--out", str(knowledge), "--no-progress"]) == 0
 
     train.main(["--root", str(data), *TOY, "--trainer", "ZeroshotCLIP",
                 "--config-file", "configs/trainers/ZeroshotCLIP/toy.yaml",

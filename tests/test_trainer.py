@@ -38,7 +38,10 @@ def test_zeroshot_coco_mini_then_cache_is_reused(tmp_path, monkeypatch):
                         lambda self, images: calls.append(1) or original(self, images))
     train.main(args + ["--output-dir", str(tmp_path / "second")])
     assert calls == []  # the second evaluation read the feature cache
-    assert results(tmp_path / "second") == first
+    second = results(tmp_path / "second")
+    first_config, second_config = first.pop("config"), second.pop("config")
+    assert second == first
+    assert second_config == {**first_config, "OUTPUT_DIR": str(tmp_path / "second")}  # only the folder differs
 
 
 def test_zeroshot_voc_mini_needs_the_option_for_missing_images(tmp_path):
@@ -225,7 +228,7 @@ def test_one_class_test_set_is_refused_before_training(text_world, tmp_path, cap
     assert exit_info.value.code == 2
     assert ("error: the test set CustomMultiLabel (DATASET.NAME): 1 class (dog): the ranking loss needs at "
             "least two classes") in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["log.txt"]  # no checkpoint, run_info or results
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "log.txt"]  # no checkpoint, run_info or results
 
 
 def test_unreadable_images_are_listed_in_the_results(text_world, tmp_path):

@@ -4,7 +4,9 @@ per-image predictions out (the steps are hiprompt.apps.tag's functions).
     hiprompt tag --labels labels.txt --images PHOTOS/ --out predictions.csv
     hiprompt tag --prompts prompts.pt --images MORE_PHOTOS/ --out more.jsonl
 
-An error in the settings, the data or the weights is printed as one line (exit status 2).
+An error in the settings, the data or the weights, a file that cannot be written (read-only
+file system, full disk) and another run writing the same --out are printed as one line (exit
+status 2).
 """
 
 import argparse
@@ -15,9 +17,11 @@ import sys
 from hiprompt.apps import tag
 from hiprompt.clip import WeightsUnavailableError
 from hiprompt.data.base import DataLayoutError
-from hiprompt.fileio import atomic_write_json
+from hiprompt.data.knowledge import KnowledgeFolder
+from hiprompt.fileio import FileLock, FolderBusyError, WriteError, atomic_write_json
 from hiprompt.training.build import build_backbone
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, backend_names
+from llm_knowledge.cli import read_classes
 from llm_knowledge.counts import PROFILES
 from llm_knowledge.grouping import GroupingOptions
 from llm_knowledge.pipeline import parse_stages
@@ -89,6 +93,38 @@ def run_tag(args) -> tag.TagReport:
     if bool(args.prompts) == bool(args.labels or args.knowledge):
         raise ValueError("give --labels (or --knowledge) to learn prompts, or --prompts to reuse learned "
                          "ones (they hold their labels), not both")
+    if args.labels and args.knowledge:
+        check_labels_match(args.labels, args.knowledge)
+    tag.PredictionFile(args.out, [])  # a .csv or .jsonl name, before anything is made
+    with FileLock(args.out, "tagging"):  # a second run writing the same --out stops here
+        return _run_tag_locked(args)
+
+
+def _listed(names) -> str:
+    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+def check_labels_match(labels_spec: str, knowledge) -> None:
+    """--labels with --knowledge: the knowledge folder's classes are the ones scored, so the
+    labels must be exactly those (in that order), or the run would silently tag other classes."""
+    labels, source = read_classes(labels_spec)
+    known = KnowledgeFolder(knowledge).classnames
+    if labels == known:
+        return
+    where = f"--labels {source} and --knowledge {knowledge} (its classnames.txt)"
+    only_labels = [c for c in labels if c not in known]
+    only_knowledge = [c for c in known if c not in labels]
+    if not only_labels and not only_knowledge:
+        raise ValueError(f"{where} list the same classes in another order (the predictions' columns would "
+                         f"follow the knowledge folder's): list them as the folder does, or leave out --labels")
+    differences = "; ".join(part for part in (
+        f"only in --labels: {_listed(only_labels)}" if only_labels else "",
+        f"only in the knowledge folder: {_listed(only_knowledge)}" if only_knowledge else "") if part)
+    raise ValueError(f"{where} name different classes ({differences}): make a knowledge folder for these "
+                     "labels, or leave out --labels to tag the folder's classes")
+
+
+def _run_tag_locked(args) -> tag.TagReport:
     cfg = tag.tag_config(args.backbone, args.weights, args.set)
     clip = build_backbone(cfg)  # first: missing weights stop the run before any LLM question
     prompts = args.prompts
@@ -115,7 +151,7 @@ def run_tag(args) -> tag.TagReport:
         logging.info("calibrated thresholds: %s", json.dumps(table))
         atomic_write_json(f"{args.out}.thresholds.json", table)
     report = tag.tag_images(tagger, args.images, args.out, thresholds, args.top_k, args.batch_size,
-                            args.workers, progress=not args.no_progress)
+                            args.workers, progress=not args.no_progress, lock=False)  # run_tag holds it
     print(f"{args.out}: {report.scored} images scored now, {report.already_written} already there, "
           f"{len(report.unreadable)} unreadable (listed in {args.out}.report.json)")
     return report
@@ -126,7 +162,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
     try:
         run_tag(args)
-    except (DataLayoutError, WeightsUnavailableError, BackendError, FileNotFoundError, ValueError) as error:
+    except (DataLayoutError, WeightsUnavailableError, BackendError, FileNotFoundError, ValueError, WriteError,
+            FolderBusyError) as error:
         if args.debug:
             raise
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())

@@ -12,7 +12,8 @@ The steps of `hiprompt tag` (hiprompt/apps/cli.py), each callable on its own:
 4. `tag_images`: every image under a folder (`find_images`: recursive; JPEG, PNG, WebP;
    EXIF orientation applied) scored with global + dense fusion, in batches, written as CSV
    or JSON Lines (`PredictionFile`). Unreadable images are reported and skipped; a rerun
-   with the same output file scores only the images not yet written.
+   with the same output file scores only the images not yet written; a second run writing
+   the same file at the same time is refused (`hiprompt.fileio.FileLock`).
 5. `calibrate_thresholds`: per-label thresholds from a small labelled CSV.
 
 A label's score is its share of the image: p_c = softmax_c(s · S_c), S the fused score of
@@ -21,9 +22,9 @@ OpenAI's weights), so scores are comparable across backbones and sum to 1 over t
 A label is predicted when p_c reaches its threshold (`DEFAULT_THRESHOLD` unless calibrated).
 """
 
+import contextlib
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from hiprompt.data.custom import read_custom_csv
 from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.data.knowledge import KnowledgeFolder, KnowledgeText, content_hash
 from hiprompt.data.transforms import TestTransform
-from hiprompt.fileio import atomic_write_bytes, atomic_write_json, file_sha256
+from hiprompt.fileio import FileLock, atomic_write_bytes, atomic_write_json, file_sha256, writing
 from hiprompt.model.method import PromptedCLIP
 from hiprompt.paths import cache_root
 from hiprompt.training.checkpoint import PROMPTS_MODEL, CheckpointError, checkpoint_path, read_checkpoint
@@ -60,6 +61,7 @@ DEFAULT_THRESHOLD = 0.1
 DEFAULT_TOP_K = 3  # the paper's F1@3
 TAG_SEED = 1  # the prompts' initialisation and sentence order, so the cache is reproducible
 FIXED_COLUMNS = ("path", "labels", "top_k")
+KEPT_PREDICTIONS = "the predictions already in it are intact; a rerun resumes after them"
 
 
 def _digest(obj) -> str:
@@ -242,8 +244,10 @@ def predictions(probabilities: np.ndarray, classnames, thresholds: np.ndarray, t
 
 class PredictionFile:
     """The append-only output: CSV (`.csv`) or JSON Lines (`.jsonl`), one image a record,
-    flushed per record. Opening an existing file drops a torn last line (a run killed while
-    writing it) and returns the images already written, so a rerun skips them."""
+    flushed per record. Opening an existing file drops a torn last record (a run killed while
+    writing it; a CSV record may span lines, as an image name may hold a newline) and returns
+    the images already written, so a rerun skips them. A failed write (full disk, read-only
+    file system) raises `hiprompt.fileio.WriteError`; the records before it are intact."""
 
     def __init__(self, path, classnames):
         self.path = Path(path)
@@ -262,46 +266,102 @@ class PredictionFile:
         return [*FIXED_COLUMNS, *self.classnames]
 
     def written(self) -> set:
-        """The images already in the file (after dropping a torn last line)."""
+        """The images already in the file, after dropping a torn last record (a run killed
+        while writing it). Records, not lines: a CSV record ends at a newline outside quotes
+        (an image's name may hold a newline), a JSON Lines record at a newline."""
         if not self.path.exists():
             return set()
         data = self.path.read_bytes()
-        complete = data[:data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
-                        self.path, len(data) - len(complete))
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(complete))
-        text = complete.decode("utf-8")
+        records, complete = self._jsonl_records(data) if self.format == "jsonl" else self._csv_records(data)
+        if complete != len(data):
+            log.warning("%s: dropping a torn last record (%d bytes) left by an interrupted run",
+                        self.path, len(data) - complete)
+            with writing(self.path, "the complete records before the torn one are kept"), \
+                    open(self.path, "r+b") as handle:
+                handle.truncate(complete)
         if self.format == "jsonl":
-            done = set()
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    done.add(json.loads(line)["path"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{self.path}, line {number}: not a prediction record "
-                                     "(expected JSON with a 'path')") from None
-            return done
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows:
+            return {record["path"] for record in records}
+        if not records:
             return set()
-        if rows[0] != self.header:
+        if records[0] != self.header:
             raise ValueError(f"{self.path}, line 1: its columns are not this run's "
-                             f"({len(rows[0])} columns there, {len(self.header)} now): write to another --out")
-        return {row[0] for row in rows[1:] if row}
+                             f"({len(records[0])} columns there, {len(self.header)} now): write to another --out")
+        return {row[0] for row in records[1:] if row}
+
+    def _jsonl_records(self, data: bytes):
+        """(the records, the bytes they take): every line that ends with a newline."""
+        complete = data.rfind(b"\n") + 1
+        records = []
+        for number, line in enumerate(data[:complete].split(b"\n")[:-1], 1):
+            try:
+                record = json.loads(line.decode("utf-8"))
+                record["path"]  # noqa: B018 (the check)
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{self.path}, line {number}: not a prediction record "
+                                 "(expected JSON with a 'path'): write to another --out") from None
+            records.append(record)
+        return records, complete
+
+    def _csv_records(self, data: bytes):
+        """(the CSV records, the bytes they take): the csv module reads the file line by line
+        (lines cut at newlines only, as it reads a file opened with newline=''), and a record
+        counts when it ends with its line's newline, outside quotes; a last one cut anywhere,
+        inside a quoted name too, is left out."""
+        pieces = data.split(b"\n")
+        lines = [piece + b"\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+        consumed = [0, 0]  # lines and bytes the reader has taken
+
+        def feed():
+            for number, line in enumerate(lines):
+                last = number == len(lines) - 1 and not line.endswith(b"\n")
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    if not last:  # a torn last line may end inside a character
+                        raise ValueError(f"{self.path}, line {number + 1}: not UTF-8: "
+                                         "write to another --out") from None
+                    text = line.decode("utf-8", errors="replace")
+                consumed[0], consumed[1] = number + 1, consumed[1] + len(line)
+                yield text
+
+        reader = csv.reader(feed(), strict=True)
+        records, complete = [], 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                if consumed[0] == len(lines):  # the end came inside a quoted field: torn
+                    break
+                raise ValueError(f"{self.path}, line {reader.line_num}: not CSV as `hiprompt tag` writes it "
+                                 f"({error}): write to another --out") from None
+            if not lines[consumed[0] - 1].endswith(b"\n"):
+                break  # the last record lacks its newline: torn
+            records.append(record)
+            complete = consumed[1]
+        return records, complete
 
     def append(self, records) -> None:
         """records: (path, scores [C], labels, top-k) tuples."""
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path, KEPT_PREDICTIONS):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append(records, new)
+
+    def _append(self, records, new: bool) -> None:
         with open(self.path, "a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
+            # csv quotes a field with the line terminator (\n) but not one with a lone \r, which
+            # its reader then takes for a line end: such a record is written all quoted
+            quoted = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL)
             if new and self.format == "csv":
                 writer.writerow(self.header)
             for path, scores, labels, top in records:
                 values = [float(f"{s:.6g}") for s in scores]
                 if self.format == "csv":
-                    writer.writerow([path, "|".join(labels), "|".join(top), *values])
+                    row = [path, "|".join(labels), "|".join(top)]
+                    (quoted if any("\r" in field for field in row) else writer).writerow([*row, *values])
                 else:
                     handle.write(json.dumps({"path": path, "scores": dict(zip(self.classnames, values)),
                                              "labels": labels, "top_k": top}, ensure_ascii=False) + "\n")
@@ -349,11 +409,13 @@ def _check_run(run_file: Path, out: Path, identity: dict) -> None:
 
 
 def tag_images(tagger: Tagger, image_dir, out, thresholds=None, top_k: int = DEFAULT_TOP_K,
-               batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> TagReport:
+               batch_size: int = 32, num_workers: int = 0, progress: bool = True, lock: bool = True) -> TagReport:
     """Score every image under `image_dir` into `out` (see `PredictionFile`), skipping those
     already there. Writes `<out>.run.json` (what the scores depend on; a resume must match it)
     and `<out>.report.json` (counts, unreadable images with the reason, time). The paths
-    written are relative to `image_dir`."""
+    written are relative to `image_dir`. With `lock`, holds `FileLock(out)` meanwhile, so a
+    second run writing the same file stops at once (FileBusyError); pass False when the
+    caller holds it."""
     started = time.time()
     image_dir, out = Path(image_dir), Path(out)
     classnames = tagger.classnames
@@ -364,37 +426,38 @@ def tag_images(tagger: Tagger, image_dir, out, thresholds=None, top_k: int = DEF
         raise ValueError(f"{thresholds.shape[0]} thresholds for {len(classnames)} labels")
     images = find_images(image_dir)
     output = PredictionFile(out, classnames)
-    identity = {**tagger.identity(), "images": str(image_dir.resolve()),
-                "thresholds": [float(t) for t in thresholds], "top_k": top_k}
-    _check_run(Path(f"{out}.run.json"), out, identity)
-    done = output.written()
-    todo = [p for p in images if p not in done]
-    unreadable = []
-    if todo:
-        paths = [str(image_dir / p) for p in todo]
-        image_set = MultiLabelImageSet(name=str(image_dir), classnames=[], image_paths=paths,
-                                       labels=np.zeros((len(todo), 0)))  # no labels: [N, 0]
-        loader = DataLoader(ImageFeatureDataset(image_set, tagger.image_transform()), batch_size=batch_size,
-                            num_workers=num_workers)
-        with tqdm(total=len(images), initial=len(images) - len(todo), unit="img", desc="tagging",
-                  disable=not progress, dynamic_ncols=True) as bar:
-            for batch, indices, ok in loader:  # [B, 3, H, W], [B], [B]
-                for i in indices[~ok].tolist():
-                    unreadable.append({"path": todo[i], "error": _read_error(image_set.image_paths[i])})
-                if ok.any():
-                    probs = tagger.probabilities(tagger.fused_scores(batch[ok])).numpy()  # [B', C]
-                    names = [todo[i] for i in indices[ok].tolist()]
-                    chosen = predictions(probs, classnames, thresholds, top_k)
-                    output.append([(n, p, labels, top) for n, p, (labels, top) in zip(names, probs, chosen)])
-                bar.update(len(indices))
-    elif not images:
-        log.warning("no JPEG, PNG or WebP image under %s", image_dir)
-    if not out.exists():
-        output.append([])  # a run that scored nothing still leaves a (header-only) file
-    report = TagReport(len(images), len(images) - len(todo), len(todo) - len(unreadable), unreadable,
-                       time.time() - started)
-    atomic_write_json(f"{out}.report.json", report.as_dict())
-    return report
+    with FileLock(out, "tagging") if lock else contextlib.nullcontext():
+        identity = {**tagger.identity(), "images": str(image_dir.resolve()),
+                    "thresholds": [float(t) for t in thresholds], "top_k": top_k}
+        _check_run(Path(f"{out}.run.json"), out, identity)
+        done = output.written()
+        todo = [p for p in images if p not in done]
+        unreadable = []
+        if todo:
+            paths = [str(image_dir / p) for p in todo]
+            image_set = MultiLabelImageSet(name=str(image_dir), classnames=[], image_paths=paths,
+                                           labels=np.zeros((len(todo), 0)))  # no labels: [N, 0]
+            loader = DataLoader(ImageFeatureDataset(image_set, tagger.image_transform()), batch_size=batch_size,
+                                num_workers=num_workers)
+            with tqdm(total=len(images), initial=len(images) - len(todo), unit="img", desc="tagging",
+                      disable=not progress, dynamic_ncols=True) as bar:
+                for batch, indices, ok in loader:  # [B, 3, H, W], [B], [B]
+                    for i in indices[~ok].tolist():
+                        unreadable.append({"path": todo[i], "error": _read_error(image_set.image_paths[i])})
+                    if ok.any():
+                        probs = tagger.probabilities(tagger.fused_scores(batch[ok])).numpy()  # [B', C]
+                        names = [todo[i] for i in indices[ok].tolist()]
+                        chosen = predictions(probs, classnames, thresholds, top_k)
+                        output.append([(n, p, labels, top) for n, p, (labels, top) in zip(names, probs, chosen)])
+                    bar.update(len(indices))
+        elif not images:
+            log.warning("no JPEG, PNG or WebP image under %s", image_dir)
+        if not out.exists():
+            output.append([])  # a run that scored nothing still leaves a (header-only) file
+        report = TagReport(len(images), len(images) - len(todo), len(todo) - len(unreadable), unreadable,
+                           time.time() - started)
+        atomic_write_json(f"{out}.report.json", report.as_dict())
+        return report
 
 
 # -- 5. thresholds -----------------------------------------------------------------------------

@@ -128,7 +128,8 @@ class DualCoOpImageTraining(DualCoOpTraining):
     def trained_on(self) -> str:
         """The training images' list and labels, in place of the knowledge folder."""
         labels = hashlib.sha256(np.ascontiguousarray(self.train_images.labels, dtype=np.float32)).hexdigest()
-        return f"images {self.train_images.name} {image_list_digest(self.train_images.image_paths)} labels {labels}"
+        return (f"images {self.train_images.name} {image_list_digest(self.train_images.image_paths)} labels {labels} "
+                f"features {self.clip.image_identity()}")
 
     def prepare_training_data(self):
         feats = self.train_image_features()

@@ -71,20 +71,19 @@ def _tag_quick_gelu(name: str, tag: str) -> bool:
     return tag == "openai" or bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False))
 
 
-def _file_quick_gelu(name: str):
+def _file_quick_gelu(name: str, path: Path):
     """Auto activation for a non-OpenAI-format checkpoint file of architecture `name`: True
     when every pretrained tag open_clip knows for it was trained with QuickGELU (all ResNet
-    CLIPs), None (the architecture config's own) when its tags disagree or there are none."""
+    CLIPs), None (the architecture config's own) when there are none. When its tags disagree
+    (the ViTs: OpenAI's with QuickGELU, LAION's with GELU) the file cannot tell, since a state
+    dict saved from OpenAI's model loses the keys that mark it; then the user must say."""
     votes = {_tag_quick_gelu(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name)}
-    if votes == {True}:
-        return True
     if votes == {True, False}:
-        log.warning(
-            "%s: a checkpoint file not in OpenAI's format; building the activation of the %s "
-            "config. If the file holds OpenAI's weights, set MODEL.BACKBONE.ACTIVATION quickgelu.",
-            name, name,
-        )
-    return None
+        raise ValueError(
+            f"{path}: a {name} state dict whose activation cannot be told from the file (OpenAI's "
+            f"{name} weights were trained with QuickGELU, others with GELU): set "
+            "MODEL.BACKBONE.ACTIVATION quickgelu for OpenAI's weights or gelu for the others")
+    return True if votes == {True} else None
 
 
 def _explicit_quick_gelu(activation: str):
@@ -97,8 +96,9 @@ def uses_quick_gelu(model: nn.Module) -> bool:
     return any(isinstance(module, QuickGELU) for module in model.modules())
 
 
-def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0,
-               activation: str = "auto", dense_pos_embed: bool = True) -> "ClipBackbone":
+def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0, activation: str = "auto",
+               dense_pos_embed: bool = True, global_pos_embed: bool = True,
+               dense_mean_token: bool = False) -> "ClipBackbone":
     """Build the frozen backbone.
 
     name: an open_clip model name (`RN50`, `ViT-B-16`, ...) or a tiny config (`tiny`).
@@ -113,6 +113,10 @@ def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0,
     config's own. `quickgelu` / `gelu` force one.
     dense_pos_embed: ResNet dense features with the attention pool's positional embedding
     added to every position (DualCoOp) or without it (TaI-DPT).
+    global_pos_embed: the ResNet global feature from the attention pool with its positional
+    embedding (CLIP's own) or without it (TaI-DPT's test-time forward).
+    dense_mean_token: the ResNet dense features lead with the attention pool's mean token,
+    projected like the other positions (DualCoOp aggregates over all HW + 1).
     """
     quick_gelu = _explicit_quick_gelu(activation)
     pretrained = pretrained or "random"
@@ -148,7 +152,8 @@ def build_clip(name: str = "RN50", pretrained: str = "openai", seed: int = 0,
     else:
         weights_id = pretrained
     weights_id += "+quickgelu" if uses_quick_gelu(model) else "+gelu"
-    return ClipBackbone(model, open_clip.get_tokenizer(tokenizer_name), f"{name}@{weights_id}", dense_pos_embed)
+    return ClipBackbone(model, open_clip.get_tokenizer(tokenizer_name), f"{name}@{weights_id}",
+                        dense_pos_embed, global_pos_embed, dense_mean_token)
 
 
 def _activation_overrides(quick_gelu) -> dict:
@@ -177,7 +182,7 @@ def _build_open_clip(name: str, pretrained: str, path: Path, is_file: bool, quic
             )
             return model.float().eval()
         if quick_gelu is None:
-            quick_gelu = _file_quick_gelu(name)
+            quick_gelu = _file_quick_gelu(name, path)
     elif pretrained in open_clip.list_pretrained_tags_by_model(name):
         if quick_gelu is None:
             quick_gelu = _tag_quick_gelu(name, pretrained)
@@ -199,12 +204,14 @@ def _build_open_clip(name: str, pretrained: str, path: Path, is_file: bool, quic
 class ClipBackbone(nn.Module):
     """A frozen open_clip CLIP with global and dense features on both sides."""
 
-    def __init__(self, model: CLIP, tokenizer, identity: str, dense_pos_embed: bool = True):
+    def __init__(self, model: CLIP, tokenizer, identity: str, dense_pos_embed: bool = True,
+                 global_pos_embed: bool = True, dense_mean_token: bool = False):
         super().__init__()
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._identity = identity
-        self.dense_pos_embed = dense_pos_embed
+        self.dense_pos_embed, self.global_pos_embed = dense_pos_embed, global_pos_embed
+        self.dense_mean_token = dense_mean_token
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
 
@@ -214,10 +221,12 @@ class ClipBackbone(nn.Module):
         return self._identity
 
     def image_identity(self) -> str:
-        """`identity()` and the dense-feature variant, as used in image-feature cache keys."""
-        if isinstance(self.model.visual, ModifiedResNet) and not self.dense_pos_embed:
-            return self._identity + "+dense-without-pos-embed"
-        return self._identity
+        """`identity()` and the image-feature variant, as used in image-feature cache keys."""
+        if not isinstance(self.model.visual, ModifiedResNet):
+            return self._identity
+        return (self._identity + ("" if self.dense_pos_embed else "+dense-without-pos-embed")
+                + ("" if self.global_pos_embed else "+global-without-pos-embed")
+                + ("+dense-with-mean-token" if self.dense_mean_token else ""))
 
     @property
     def embed_dim(self) -> int:
@@ -314,13 +323,12 @@ class ClipBackbone(nn.Module):
         visual = self.model.visual
         images = images.to(self.dtype)
         if isinstance(visual, ModifiedResNet):
-            return self._resnet_features(visual, images, self.dense_pos_embed)
+            return self._resnet_features(visual, images)
         if isinstance(visual, VisionTransformer):
             return self._vit_features(visual, images)
         raise TypeError(f"dense features are not implemented for {type(visual).__name__}")
 
-    @staticmethod
-    def _resnet_features(visual: ModifiedResNet, images: torch.Tensor, dense_pos_embed: bool):
+    def _resnet_features(self, visual: ModifiedResNet, images: torch.Tensor):
         x = visual.stem(images)
         for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
             x = layer(x)  # [B, C, H, W]
@@ -329,8 +337,9 @@ class ClipBackbone(nn.Module):
         x = x.flatten(2).permute(2, 0, 1)  # [HW, B, C]
         trunk = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)  # [1 + HW, B, C]
         x = trunk + _resized_grid_embedding(pool.positional_embedding, height, width)[:, None, :].to(trunk.dtype)
+        pooled_input = x if self.global_pos_embed else trunk
         pooled, _ = F.multi_head_attention_forward(
-            query=x[:1], key=x, value=x,
+            query=pooled_input[:1], key=pooled_input, value=pooled_input,
             embed_dim_to_check=channels, num_heads=pool.num_heads,
             q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
             v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
@@ -340,8 +349,9 @@ class ClipBackbone(nn.Module):
             use_separate_proj_weight=True, training=False, need_weights=False,
         )
         global_feats = pooled[0]  # [B, D]
-        dense = pool.c_proj(pool.v_proj((x if dense_pos_embed else trunk)[1:]))  # [HW, B, D]
-        return global_feats, dense.permute(1, 0, 2)  # [B, D], [B, HW, D]
+        positions = (x if self.dense_pos_embed else trunk)[0 if self.dense_mean_token else 1:]  # [P, B, C]
+        dense = pool.c_proj(pool.v_proj(positions))  # [P, B, D], P = HW (+ 1 with the mean token)
+        return global_feats, dense.permute(1, 0, 2)  # [B, D], [B, P, D]
 
     @staticmethod
     def _vit_features(visual: VisionTransformer, images: torch.Tensor):

@@ -23,7 +23,7 @@ def _load_json(path: Path) -> dict:
     if not path.is_file():
         raise DataLayoutError(f"COCO annotation file not found: {path}\nExpected layout: {LAYOUT}")
     try:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, "r", encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as err:
         raise DataLayoutError(f"{path}: not valid JSON ({err})") from None

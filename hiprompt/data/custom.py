@@ -1,6 +1,6 @@
 """A user's own multi-label test set, described by a CSV file.
 
-CSV format (UTF-8, header required):
+CSV format (UTF-8, a byte-order mark allowed; header required):
 
     image,labels
     photos/beach.jpg,person|dog|surfboard
@@ -46,7 +46,7 @@ def _read_rows(csv_path: Path) -> list:
             f"`image,labels`, labels joined by `{LABEL_SEPARATOR}`)"
         )
     rows = []
-    with open(csv_path, "r", encoding="utf-8", newline="") as handle:
+    with open(csv_path, "r", encoding="utf-8-sig", newline="") as handle:  # Excel's "CSV UTF-8" starts with a BOM
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or [field.strip() for field in header] != HEADER:

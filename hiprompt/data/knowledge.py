@@ -142,13 +142,13 @@ def write_knowledge_folder(out, classnames, synonyms, manifest: dict, *, groups=
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad saves, is not JSON
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         return sum(1 for line in handle if line.strip())
 
 
@@ -261,7 +261,7 @@ class KnowledgeFolder:
         known = set(self.classnames)
         texts, rows, kinds_out, dropped = [], [], [], Counter()
         path = self._file("corpus.jsonl")
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a BOM from an editor is not JSON
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue

@@ -27,7 +27,7 @@ LAYOUT = (
 def _read_nonempty_lines(path: Path) -> list:
     if not path.is_file():
         raise DataLayoutError(f"NUS-WIDE file not found: {path}\nExpected layout: {LAYOUT}")
-    with open(path, "r", encoding="utf-8") as handle:
+    with open(path, "r", encoding="utf-8-sig") as handle:
         lines = [line.strip() for line in handle]
     while lines and not lines[-1]:
         lines.pop()

@@ -28,7 +28,7 @@ LAYOUT = (
 def _read_lines(path: Path) -> list:
     if not path.is_file():
         raise DataLayoutError(f"VOC2007 list not found: {path}\nExpected layout: {LAYOUT}")
-    with open(path, "r", encoding="utf-8") as handle:
+    with open(path, "r", encoding="utf-8-sig") as handle:
         return [line.strip() for line in handle]
 
 

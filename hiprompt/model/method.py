@@ -24,10 +24,18 @@ class PromptedCLIP(nn.Module):
         with torch.no_grad():
             handcrafted = ClassPromptEncoder(clip, classnames, 0, hp.TEMPLATE)()  # [C, D]
         self.register_buffer("handcrafted", handcrafted, persistent=False)
+        start = None
+        if hp.TEXT_START_TOKEN:  # its feature is every sentence's (causal attention: it sees only itself)
+            with torch.no_grad():
+                start = clip.encode_text(clip.tokenize([""]))[1][0, 0].float()  # [D]
+        self.register_buffer("start_feature", start, persistent=False)
 
     def text_scores(self, eot, tokens, mask, class_embeddings=None):
         """Global and local scores of descriptions: eot [B, D], tokens [B, T, D], mask [B, T] -> [B, C] each."""
         global_emb, local_emb = class_embeddings or self.prompts.class_embeddings()
+        if self.start_feature is not None:  # the start-of-text token joins the local softmax (TaI-DPT)
+            tokens = torch.cat([self.start_feature.to(tokens.dtype).expand(len(tokens), 1, -1), tokens], dim=1)
+            mask = torch.cat([mask.new_ones(len(mask), 1), mask], dim=1)  # [B, 1 + T]
         return (global_scores(eot, global_emb),
                 local_scores(tokens, local_emb, self.hp.TAU_TEXT, mask))
 

@@ -164,11 +164,20 @@ class PromptCheckpointing:
     into a `CheckpointHost`.
     """
 
+    prompts_from = None  # the checkpoint the prompts now in memory were saved to or loaded from
+
     def save_model(self: CheckpointHost, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Save each model's checkpoint of `epoch` (from 0); prompts that are no longer finite
+        (a diverged training) are refused before anything is written."""
+        for name in self.get_model_names():
+            if not all(torch.isfinite(v).all() for v in self._models[name].state_dict().values()):
+                raise CheckpointError(f"the {name} weights are not finite after epoch {epoch + 1} (training "
+                                      f"diverged), so no checkpoint of it was saved; lower OPTIM.LR and train again")
         for name in self.get_model_names():
             path = save_checkpoint(directory, name, epoch + 1, self._models[name], self._optims.get(name),
                                    self._scheds.get(name), run=self.fingerprint)
             log.info("saved %s", path)
+            self.prompts_from = str(path)
 
     def load_model(self: CheckpointHost, directory, epoch=None):
         """Load the learned prompts for evaluation. Evaluation settings may differ from the
@@ -199,6 +208,7 @@ class PromptCheckpointing:
                     f"TRAINER.HIPROMPT.N_CTX_* and LOCAL_BRANCH) ({error})"
                 ) from None
             log.info("loaded %s (epoch %d) from %s", name, state["epoch"], directory)
+            self.prompts_from = str(path)
 
     def resume_model_if_exist(self: CheckpointHost, directory):
         """Resume after the last epoch saved under `directory`, if any; refused when the run
@@ -225,5 +235,6 @@ class PromptCheckpointing:
             if state["scheduler"] is not None and self._scheds.get(name) is not None:
                 self._scheds[name].load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
+            self.prompts_from = str(checkpoint_path(directory, name, epoch))
         log.info("resumed from %s after epoch %d", directory, epoch)
         return epoch

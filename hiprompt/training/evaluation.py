@@ -1,13 +1,16 @@
 """A Dassl-shaped evaluator for multi-label test sets (metrics live in `hiprompt.training.metrics`).
 
 `evaluate()` prints a table and writes `<cfg.OUTPUT_DIR>/results_<split>.json` atomically:
-the headline metrics, per-class AP by class name, the counts behind them, and the images
-that could not be read (left out of the metrics). `TEST.METRICS peer` replaces mAP and
+the headline metrics, per-class AP by class name, the counts behind them, the images that
+could not be read (left out of the metrics), and what the scores were computed with: the
+whole config (as run_info.json holds it; an --eval-only run may change the evaluation
+settings) and the checkpoint of the prompts. `TEST.METRICS peer` replaces mAP and
 CP/CR/CF1/OP/OR/OF1 by the peers' conventions (`hiprompt.training.metrics.peer_metrics`); the top-k
 metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
 """
 
 import io
+import json
 import os
 from collections import OrderedDict
 from typing import Optional
@@ -36,6 +39,7 @@ class MultiLabelEvaluator:
         self.convention = test.get("METRICS", "hiprompt")
         self.threshold = test.get("THRESHOLD", 0.5)
         self.save_scores = test.get("SAVE_SCORES", False)
+        self.config = json.loads(json.dumps(cfg))  # tuples as lists, as in run_info.json
         self.reset()
 
     @property
@@ -61,8 +65,9 @@ class MultiLabelEvaluator:
         self._labels.append(labels)
         self._ignore.append(torch.as_tensor(ignore).detach().cpu().numpy().astype(bool))
 
-    def evaluate(self, unreadable=()) -> OrderedDict:
-        """unreadable: paths of the test images that could not be read (not in the scores)."""
+    def evaluate(self, unreadable=(), checkpoint=None) -> OrderedDict:
+        """unreadable: paths of the test images that could not be read (not in the scores);
+        checkpoint: the file the prompts were saved to or loaded from (None: not from one)."""
         if not self._scores:
             raise RuntimeError("MultiLabelEvaluator.evaluate() called before any process()")
         scores = np.concatenate(self._scores)  # [N, C]
@@ -99,6 +104,8 @@ class MultiLabelEvaluator:
                 "unreadable_images": {"count": len(unreadable), "paths": [str(p) for p in unreadable]},
                 "metrics": dict(results),
                 "per_class_AP": dict(zip(classnames, per_class)),
+                "checkpoint": checkpoint,
+                "config": self.config,
             },
         )
         return results

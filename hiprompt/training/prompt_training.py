@@ -83,9 +83,15 @@ class PromptTraining:
             )
 
     def _split_corpus(self, count: int):
-        """Indices of training and held-out sentences (HOLDOUT fraction, fixed by SEED)."""
+        """Indices of training and held-out sentences (HOLDOUT fraction, fixed by SEED); a
+        ValueError when no training sentence is left."""
+        holdout = self.cfg.DATASET.TEXT.HOLDOUT
         order = torch.randperm(count, generator=torch.Generator().manual_seed(max(self.cfg.SEED, 0)))
-        n_holdout = int(round(self.cfg.DATASET.TEXT.HOLDOUT * count))
+        n_holdout = int(round(holdout * count))
+        if n_holdout == count:  # (an empty corpus never gets here: it is refused when read)
+            raise ValueError(f"DATASET.TEXT.HOLDOUT {holdout:g}: no training sentence is left after holding out "
+                             f"{holdout * 100:g}% of {count} sentences ({self.cfg.DATASET.TEXT.DIR}); "
+                             "lower DATASET.TEXT.HOLDOUT")
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
     # -- model ----------------------------------------------------------------------------
@@ -220,4 +226,4 @@ class PromptTraining:
         ignore = torch.as_tensor(image_set.ignore)[ok] if image_set.ignore is not None else None
         self.evaluator.reset()
         self.evaluator.process(scores[ok], labels[ok], ignore)
-        return self.evaluator.evaluate(unreadable=feats.corrupt_paths)
+        return self.evaluator.evaluate(unreadable=feats.corrupt_paths, checkpoint=self.prompts_from)

@@ -7,6 +7,7 @@ checkpoints, and `test` at the end).
 """
 
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -35,6 +36,7 @@ class TrainerRuntime(Protocol):
     batch_idx: int  # during an epoch: the batch running, from 0
     num_batches: int
     evaluator: object  # TEST.EVALUATOR's, with reset / process / evaluate
+    prompts_from: object  # the checkpoint file the prompts in memory came from, or None (PromptCheckpointing)
 
     def register_model(self, name="model", model=None, optim=None, sched=None) -> None: ...
 
@@ -141,6 +143,11 @@ class BuiltinTrainerX(PromptCheckpointing):
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             summary = self.forward_backward(batch)
             step = self.batch_idx + 1
+            if not all(math.isfinite(v) for v in summary.values()):
+                values = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+                raise ValueError(f"the training loss is not finite in epoch {self.epoch + 1}/{self.max_epoch}, "
+                                 f"batch {step}/{self.num_batches} ({values}): training diverged; lower OPTIM.LR "
+                                 f"(now {self.cfg.OPTIM.LR:g}); nothing of this epoch was saved")
             if step % self.cfg.TRAIN.PRINT_FREQ == 0 or step == self.num_batches:
                 values = " ".join(f"{k} {v:.4f}" for k, v in summary.items())
                 log.info("epoch [%d/%d] batch [%d/%d] %s lr %.3e", self.epoch + 1,
@@ -168,11 +175,17 @@ else:
     TrainerBase = BuiltinTrainerX
 
 
-def build_trainer(cfg):
-    """Instantiate the trainer registered as `cfg.TRAINER.NAME`."""
+def registered_trainer(cfg):
+    """The trainer (a class, or a function choosing one) registered as `cfg.TRAINER.NAME`; a
+    ValueError naming what is registered otherwise. train.py asks before it makes the run folder."""
     if not cfg.TRAINER.NAME:
         raise ValueError("TRAINER.NAME is empty: pass --trainer (e.g. HierarchicalCoOp, ZeroshotCLIP)")
-    trainer = lookup(TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
+    return lookup(TRAINER_REGISTRY, cfg.TRAINER.NAME, "TRAINER.NAME (--trainer)")
+
+
+def build_trainer(cfg):
+    """Instantiate the trainer registered as `cfg.TRAINER.NAME`."""
+    trainer = registered_trainer(cfg)
     if USING_DASSL:
         from dassl.engine import build_trainer as dassl_build_trainer
 

@@ -140,9 +140,11 @@ class World:
 
     def _command(self, run: Run, seed, out: Path) -> list:
         trainer = run.evaluates.trainer if run.evaluates else run.trainer
+        config = REPO / "configs" / "trainers" / trainer / f"{self.backbone}.yaml"
+        for_this_data = config.with_name(f"{self.backbone}_{self.name}.yaml")  # e.g. TaI-DPT's rn50_nuswide
         command = [sys.executable, "train.py", "--root", self.data, "--trainer", trainer,
                    "--dataset-config-file", self.dataset_cfg,
-                   "--config-file", REPO / "configs" / "trainers" / trainer / f"{self.backbone}.yaml",
+                   "--config-file", for_this_data if for_this_data.is_file() else config,
                    "--output-dir", out]
         if self.weights:
             command += ["--weights", self.weights]
