@@ -152,7 +152,8 @@ def main(argv=None):
 
 def run(args):
     cfg = setup_cfg(args)
-    registered_trainer(cfg)  # a wrong --trainer stops before the run folder is made
+    trainer = registered_trainer(cfg)  # a wrong --trainer stops before the run folder is made,
+    trainer.check_cfg(object.__new__(trainer), cfg)  # and so do settings it cannot use
     purpose = "evaluation" if args.eval_only else "training"
     with FolderLock(run_folder(cfg.OUTPUT_DIR), purpose):  # a second run into the folder stops here
         setup_logging(cfg.OUTPUT_DIR)

@@ -101,6 +101,11 @@ def test_unknown_key_unknown_trainer_and_malformed_yaml_are_one_line(tmp_path, c
     assert error_line([*out, *foo], capsys) == (
         "error: TRAINER.NAME (--trainer)='Foo' is not registered; registered: CoOp, DualCoOp, HierarchicalCoOp, TaIDPT, ZeroshotCLIP")
     assert not (tmp_path / "run").exists()  # refused before the run folder or its log.txt is made
+    coop = ["--trainer", "CoOp", "--dataset-config-file", "configs/datasets/custom.yaml",
+            "--config-file", "configs/trainers/CoOp/tiny.yaml", "TRAINER.HIPROMPT.N_CTX_COARSE", "4"]
+    assert error_line([*out, *coop], capsys).startswith(
+        "error: CoOp: TRAINER.HIPROMPT.N_CTX_COARSE=4 and N_CTX_FINE=0 must be 0")
+    assert not (tmp_path / "run").exists()  # a trainer's own check also runs before the folder is made
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("OPTIM:\n  LR: 0.1\n   NAME: sgd\n")

@@ -8,15 +8,14 @@ from hiprompt.registry import TRAINER_REGISTRY
 from hiprompt.training.runtime import TrainerBase
 
 
-class DualCoOpOnText(DualCoOpTraining, TrainerBase):
-    pass
-
-
-class DualCoOpOnImages(DualCoOpImageTraining, TrainerBase):
-    pass
-
-
 @TRAINER_REGISTRY.register()
-def DualCoOp(cfg):  # noqa: N802  (the trainer's registered name)
-    """The DualCoOp trainer for TRAINER.DUALCOOP.TRAIN_DATA: images or text."""
-    return (DualCoOpOnImages if cfg.TRAINER.DUALCOOP.TRAIN_DATA == "images" else DualCoOpOnText)(cfg)
+class DualCoOp(DualCoOpTraining, TrainerBase):
+    """DualCoOp on text; built with TRAIN_DATA images, it is a `DualCoOpOnImages`."""
+
+    def __new__(cls, cfg):
+        on_images = cls is DualCoOp and cfg.TRAINER.DUALCOOP.TRAIN_DATA == "images"
+        return super().__new__(DualCoOpOnImages if on_images else cls)
+
+
+class DualCoOpOnImages(DualCoOpImageTraining, DualCoOp):
+    """DualCoOp as published: on the training images with partial labels."""

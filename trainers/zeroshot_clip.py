@@ -7,12 +7,12 @@ from hiprompt.training.runtime import TrainerBase
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(PromptTraining, TrainerBase):
-    def build_model(self):
-        hp = self.cfg.TRAINER.HIPROMPT
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        hp = cfg.TRAINER.HIPROMPT
         counts = (hp.N_CTX_SHARED, hp.N_CTX_COARSE, hp.N_CTX_FINE, hp.N_CTX_CLASS)
         if any(counts):
             raise ValueError(
                 f"ZeroshotCLIP uses the hand-crafted prompts: TRAINER.HIPROMPT.N_CTX_* must all be 0 "
                 f"(got {counts}; configs/trainers/ZeroshotCLIP/*.yaml sets them)"
             )
-        super().build_model()
