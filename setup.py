@@ -38,6 +38,7 @@ setup(
             "matplotlib>=3.5",  # the table scripts' pictures (scripts/tables/)
         ],
         "tables": ["matplotlib>=3.5"],  # scripts/tables/: the tables' and figures' PNGs
+        "scale": ["pyarrow>=14"],  # `hiprompt tag --out-dir OUT --format parquet` (docs/tag-at-scale.md)
     },
     entry_points={"console_scripts": ["llm-knowledge=llm_knowledge.cli:main", "hiprompt=hiprompt.apps.cli:main"]},
 )

@@ -253,6 +253,8 @@ def _number(low=None, high=None, *, integer=False, low_open=False, high_open=Fal
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
             return False
+        if value != value:  # NaN (YAML's .nan) is in no interval
+            return False
         if low is not None and (value <= low if low_open else value < low):
             return False
         return high is None or (value < high if high_open else value <= high)

@@ -67,5 +67,6 @@ done
 
 echo "== 4. image throughput"
 python3 scripts/bench_images.py --device cuda --images 4096 --batch 256 2>&1 | grep -v "^WARNING"
+python3 scripts/bench_tag.py --device cuda --backbone RN50 --images 2048 --batch 256 --shard-size 512 --workers 4 2>&1 | grep -v "^WARNING"
 echo "gpu_check: all passed in $((SECONDS - START)) s"
 rm -rf "$WORK"

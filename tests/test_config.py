@@ -1,6 +1,8 @@
 """Settings are checked when the config is built: ranges and choices (`validate_cfg`),
 unknown keys, unknown trainers and malformed YAML, each as one line and exit status 2."""
 
+import math
+import re
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ from yacs.config import CfgNode
 
 import train
 from conftest import REPO
-from hiprompt.config import RULES, ConfigError, get_cfg_default, validate_cfg
+from hiprompt.config import RULES, ConfigError, get_cfg_default, merge_file, validate_cfg
 
 TINY = ["--trainer", "HierarchicalCoOp", "--config-file", "configs/trainers/HierarchicalCoOp/tiny.yaml",
         "--dataset-config-file", "configs/datasets/custom.yaml"]
@@ -36,13 +38,156 @@ def test_every_rule_names_a_key_of_the_schema_and_the_defaults_pass():
     validate_cfg(cfg)
 
 
-@pytest.mark.parametrize("trainer", ["HierarchicalCoOp", "ZeroshotCLIP"])
+TRAINERS = sorted(p.name for p in (REPO / "configs" / "trainers").iterdir() if p.is_dir())
+
+
+def test_every_trainer_folder_is_checked():
+    assert TRAINERS == ["CoOp", "DualCoOp", "HierarchicalCoOp", "TaIDPT", "ZeroshotCLIP"]
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
 def test_shipped_configs_pass(trainer):
-    for dataset in sorted((REPO / "configs" / "datasets").glob("*.yaml")):
-        for method in sorted((REPO / "configs" / "trainers" / trainer).glob("*.yaml")):
+    """Every data-set YAML with every YAML of the trainer merges and passes the rules; each
+    pair is counted, so an empty folder or a skipped file cannot pass unnoticed."""
+    datasets = sorted((REPO / "configs" / "datasets").glob("*.yaml"))
+    methods = sorted((REPO / "configs" / "trainers" / trainer).glob("*.yaml"))
+    assert len(datasets) >= 4 and {"rn50.yaml", "tiny.yaml", "toy.yaml", "toy80.yaml"} <= {m.name for m in methods}
+    checked = []
+    for dataset in datasets:
+        for method in methods:
             cfg = get_cfg_default()
-            cfg.merge_from_file(str(dataset))
-            cfg.merge_from_file(str(method))
+            merge_file(cfg, dataset)
+            merge_file(cfg, method)
+            validate_cfg(cfg)  # raises ConfigError naming every bad key
+            checked.append((dataset.name, method.name))
+    assert len(checked) == len(datasets) * len(methods)
+
+
+def test_a_shipped_config_with_a_bad_value_is_refused(tmp_path):
+    """The check above can fail: the same merge of a method file with one value out of range."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "configs" / "trainers" / "HierarchicalCoOp" / "tiny.yaml").read_text()
+                   + "TRAINER:\n  HIPROMPT:\n    ORDER_TEMP: 0.0\n")
+    cfg = get_cfg_default()
+    merge_file(cfg, bad)
+    with pytest.raises(ConfigError, match=r"TRAINER.HIPROMPT.ORDER_TEMP=0.0: expected a number in \(0, inf\]"):
+        validate_cfg(cfg)
+
+
+# Every numeric rule, written out here: (kind, low, low closed?, high, high closed?, items)
+# with items None for a single value or (the list length or None) for a list of such values.
+INF = math.inf
+NUMERIC = {
+    "SEED": ("int", -INF, True, INF, True, None),
+    "INPUT.SIZE": ("int", 32, True, INF, True, 2),
+    "INPUT.PIXEL_MEAN": ("num", -INF, True, INF, True, 3),
+    "INPUT.PIXEL_STD": ("num", 0, False, INF, True, 3),
+    "DATASET.TEXT.HOLDOUT": ("num", 0, True, 1, False, None),
+    "DATALOADER.NUM_WORKERS": ("int", 0, True, INF, True, None),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": ("int", 1, True, INF, True, None),
+    "DATALOADER.TEST.BATCH_SIZE": ("int", 1, True, INF, True, None),
+    "OPTIM.LR": ("num", 0, False, INF, True, None),
+    "OPTIM.WEIGHT_DECAY": ("num", 0, True, INF, True, None),
+    "OPTIM.MOMENTUM": ("num", 0, True, 1, True, None),
+    "OPTIM.MAX_EPOCH": ("int", 1, True, INF, True, None),
+    "OPTIM.STEPSIZE": ("int", 1, True, INF, True, "any"),
+    "OPTIM.GAMMA": ("num", 0, False, 1, True, None),
+    "OPTIM.WARMUP_EPOCH": ("int", 0, True, INF, True, None),
+    "OPTIM.WARMUP_CONS_LR": ("num", 0, False, INF, True, None),
+    "OPTIM.WARMUP_MIN_LR": ("num", 0, False, INF, True, None),
+    "TRAIN.PRINT_FREQ": ("int", 1, True, INF, True, None),
+    "TRAIN.CHECKPOINT_FREQ": ("int", 0, True, INF, True, None),  # 0: only the last epoch is saved
+    "TRAINER.HIPROMPT.N_CTX_SHARED": ("int", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.N_CTX_COARSE": ("int", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.N_CTX_FINE": ("int", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.N_CTX_CLASS": ("int", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.CTX_STD": ("num", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.LAMBDA_ORDER": ("num", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.ORDER_TEMP": ("num", 0, False, INF, True, None),  # a divisor: zero refused
+    "TRAINER.HIPROMPT.LAMBDA_FUSE": ("num", 0, True, 1, True, None),
+    "TRAINER.HIPROMPT.MARGIN": ("num", 0, True, INF, True, None),
+    "TRAINER.HIPROMPT.LOGIT_SCALE": ("num", 0, False, INF, True, None),
+    "TRAINER.HIPROMPT.TAU_TEXT": ("num", 0, False, INF, True, None),
+    "TRAINER.HIPROMPT.TAU_IMAGE": ("num", 0, False, INF, True, None),
+    "DATASET.TEXT.FEATURE_BUDGET_GB": ("num", 0, True, INF, True, None),
+    "TEST.THRESHOLD": ("num", -INF, True, INF, True, None),
+    "TRAINER.DUALCOOP.N_CTX": ("int", 1, True, INF, True, None),
+    "TRAINER.DUALCOOP.CTX_STD": ("num", 0, True, INF, True, None),
+    "TRAINER.DUALCOOP.LABEL_PORTION": ("num", 0, False, 1, True, None),
+    "TRAINER.DUALCOOP.SPATIAL_SCALE": ("num", 0, False, INF, True, None),
+    "TRAINER.DUALCOOP.SCALE": ("num", 0, False, INF, True, None),
+    "TRAINER.DUALCOOP.GAMMA_NEG": ("num", 0, True, INF, True, None),
+    "TRAINER.DUALCOOP.GAMMA_POS": ("num", 0, True, INF, True, None),
+    "TRAINER.DUALCOOP.CLIP": ("num", 0, True, 1, True, None),
+    "TRAINER.DUALCOOP.LOSS_WEIGHT": ("num", 0, False, INF, True, None),
+}
+
+
+def _numeric_rule_keys():
+    return sorted(k for k, (_, text) in RULES.items() if " number in " in text or " integer in " in text)
+
+
+def test_every_numeric_rule_has_its_bounds_written_out_here():
+    assert sorted(NUMERIC) == _numeric_rule_keys()
+
+
+def _as_setting(key, item):
+    """A whole setting whose (every) item is `item`."""
+    kind, *_, items = NUMERIC[key]
+    if items is None:
+        return item
+    return [item] * (1 if items == "any" else items) if key != "INPUT.SIZE" else [item, 224]
+
+
+def _probes(kind, low, low_closed, high, high_closed):
+    """(value, accepted?) at each finite bound, just inside and just outside it."""
+    probes = []
+    for bound, closed, inward in ((low, low_closed, INF), (high, high_closed, -INF)):
+        if math.isinf(bound):
+            continue
+        if kind == "int":
+            step = 1 if inward > 0 else -1
+            probes += [(bound, closed), (bound + step, True), (bound - step, False)]
+        else:
+            probes += [(float(bound), closed), (math.nextafter(float(bound), inward), True),
+                       (math.nextafter(float(bound), -inward), False)]
+    return probes
+
+
+@pytest.mark.parametrize("key", sorted(NUMERIC))
+def test_numeric_rule_at_just_inside_and_just_outside_each_bound(key):
+    kind, low, low_closed, high, high_closed, items = NUMERIC[key]
+    check, text = RULES[key]
+    probes = _probes(kind, low, low_closed, high, high_closed)
+    if math.isinf(low) and math.isinf(high):
+        probes = [(-10 ** 9, True), (0, True), (10 ** 9, True)]
+    for value, accepted in probes:
+        assert check(_as_setting(key, value)) is accepted, (key, value, accepted)
+    # the message names the interval as written out here
+    interval = (f"{'[' if low_closed else '('}{'-inf' if low == -INF else low}, "
+                f"{'inf' if high == INF else high}{']' if high_closed else ')'}")
+    assert text.endswith(interval), (text, interval)
+    inside = next(v for v, ok in probes if ok)
+    assert not check(_as_setting(key, float("nan")))  # NaN is in no interval
+    assert not check(_as_setting(key, True))  # a bool is no number
+    assert not check(_as_setting(key, str(inside)))
+    if kind == "int":
+        assert not check(_as_setting(key, float(inside)))  # 2.0 is no integer setting
+    if items == "any":
+        assert not check([])
+    elif items is not None:
+        assert not check([inside] * (items - 1)) and not check([inside] * (items + 1))
+
+
+def test_a_zero_order_temperature_or_tau_is_refused_where_the_config_is_built():
+    for key in ("TRAINER.HIPROMPT.ORDER_TEMP", "TRAINER.HIPROMPT.TAU_TEXT", "TRAINER.HIPROMPT.TAU_IMAGE"):
+        cfg = get_cfg_default()
+        *parents, name = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[name] = 0.0
+        with pytest.raises(ConfigError, match=re.escape(f"{key}=0.0: expected a number in (0, inf]")):
             validate_cfg(cfg)
 
 

@@ -23,5 +23,7 @@ def test_free_class_embeddings_fit_the_training_images_and_prompts_run(tmp_path)
     assert len(free) == 5
     # 48 images, 20 classes and free [C, D] embeddings: the loss fits them far above the start
     assert free[-1] > free[0] + 5 and free[-1] > 60
-    shared = fit(tmp_path / "toy", "--prompts", "shared", "--steps", "5")
-    assert len(shared) == 5 and all(0 < m <= 100 for m in shared)
+    # DualCoOp's shared prompts learn too (seeded: 25.2 after 5 steps, 31.5 after 25), from
+    # 14.5 before any step (measured with --lr 0)
+    shared = fit(tmp_path / "toy", "--prompts", "shared", "--optim", "adam", "--lr", "0.05", "--steps", "25")
+    assert len(shared) == 5 and shared[-1] > shared[0] + 3

@@ -208,8 +208,15 @@ def test_hand_labelled_set_meets_the_precision_and_recall_bar():
     overall = total(scores)
     report = "\n".join(f"line {e.line}: gold {list(e.gold)} found {found}: {e.text}"
                        for e, found in errors)
-    assert overall.precision >= 0.97 and overall.recall >= 0.95, report
-    assert all(s.precision >= 0.97 and s.recall >= 0.95 for s in scores.values()), report
+    # the bar is the measured error count (issue 28): one new mistake fails it
+    errors_now = {name: (s.fp, s.fn) for name, s in scores.items()}
+    assert all(errors_now[name][0] <= fp and errors_now[name][1] <= fn
+               for name, (fp, fn) in MEASURED_ERRORS.items()), (errors_now, report)
+    assert overall.precision >= 0.998 and overall.recall >= 0.998, report  # 524 of 525 each
+
+
+# false positives and false negatives on labelling_eval.tsv per class set, measured (issue 28)
+MEASURED_ERRORS = {"coco": (0, 0), "voc2007": (0, 1), "nuswide": (1, 0)}
 
 
 def test_heldout_set_is_new_and_covers_every_class_set():
@@ -264,3 +271,64 @@ def test_eval_script_prints_both_figures_per_class_set_for_both_sets(capsys):
             assert re.search(rf"^{name}\s+{score.sentences}\s+{score.tp}\s+{score.fp}\s+"
                              rf"{score.fn}\s+{score.precision:.3f}\s+{score.recall:.3f}$",
                              table, re.MULTILINE)
+
+
+# ------------------------------------------------------------------ the rules one by one
+def test_longest_match_first_hot_dog_is_not_a_dog():
+    assert _builtin("coco").find("A hot dog.") == ["hot dog"]
+    assert _builtin("coco").find("Hot dogs.") == ["hot dog"]  # plural of the last word
+    # with no context rules at all: the longest phrase at a position wins on its own
+    assert Labeller(["dog", "hot dog"], rules=ContextRules()).find("A hot dog.") == ["hot dog"]
+    assert Labeller(["dog", "hot dog"], rules=ContextRules()).find("A hot day, a dog.") == ["dog"]
+
+
+def test_a_match_consumes_its_span():
+    # "dog" is inside "hot dog" and starts "dog stand": once "hot dog" matched, it is used up
+    labeller = Labeller(["hot dog", "dog stand"], rules=ContextRules())
+    assert labeller.find("A hot dog stand.") == ["hot dog"]
+    assert labeller.find("A dog stand.") == ["dog stand"]
+    assert Labeller(["teddy bear", "bear"], rules=ContextRules()).find("A teddy bear.") == ["teddy bear"]
+
+
+def test_a_dropped_match_consumes_only_its_first_word():
+    # the veto drops "hot dog" before "stand"; matching goes on at "dog", which names a dog
+    labeller = Labeller(["hot dog", "dog"], rules=_rules(vetoes={"hot dog": {"after": ["stand"]}}))
+    assert labeller.find("A hot dog stand.") == ["dog"]
+    assert labeller.find("A hot dog.") == ["hot dog"]
+
+
+def test_veto_before_gummy_bears_are_no_bears():
+    coco = _builtin("coco")
+    assert coco.find("Gummy bears are sweet.") == []
+    assert coco.find("Brown bears are big.") == ["bear"]
+    labeller = Labeller(["bear"], rules=_rules(vetoes={"bear": {"before": ["gummy"], "after": ["in mind"]}}))
+    assert labeller.find("Gummy bears.") == []  # a word before it
+    assert labeller.find("Bear in mind.") == []  # words after it (lemmatised)
+    assert labeller.find("Bears in the woods, a gummy.") == ["bear"]  # neither next to it
+
+
+def test_needs_keeps_a_phrase_only_with_one_of_its_words_in_the_sentence():
+    rules = ContextRules.from_tables({}, (), (), {"mouse": ["computer", "keyboards"]}, (), (), ())
+    labeller = Labeller(["mouse", "keyboard"], rules=rules)
+    assert labeller.find("A mouse ran.") == []
+    assert labeller.find("A mouse by the computer.") == ["mouse"]
+    assert labeller.find("Mice near a keyboard.") == ["mouse", "keyboard"]  # needs words lemmatised
+    assert _builtin("coco").find("A mouse ran.") == []
+    assert _builtin("coco").find("A mouse next to the keyboard.") == ["mouse", "keyboard"]
+
+
+def test_nouns_only_keeps_a_colour_word_when_plural_or_not_before_a_noun():
+    rules = ContextRules.from_tables({}, (), ("orange",), {}, (), (), ("on", "and"))
+    labeller = Labeller(["orange"], rules=rules)
+    assert labeller.find("An orange sky.") == []  # a noun follows: the colour
+    assert labeller.find("An orange on the table.") == ["orange"]  # a function word follows
+    assert labeller.find("An orange.") == ["orange"]  # at a phrase end
+    assert labeller.find("Oranges glow.") == ["orange"]  # plural
+
+
+def test_plurals_are_matched_by_their_lemma():
+    assert _builtin("coco").find("Oranges fill the bowl.") == ["bowl", "orange"]  # class order
+    plain = Labeller(["bus", "knife", "person", "mouse", "glass", "puppy"], rules=ContextRules())
+    assert plain.find("Two buses, three knives and many people.") == ["bus", "knife", "person"]
+    assert plain.find("The mice and the puppies.") == ["mouse", "puppy"]
+    assert plain.find("A glass of water.") == ["glass"]  # a word ending in s that is no plural

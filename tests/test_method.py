@@ -195,3 +195,100 @@ def test_the_start_token_joins_the_local_text_score_as_in_taidpt(tiny_clip):
     with torch.no_grad():
         _, other = without.text_scores(eot, per_token[:, 1:], mask[:, 1:], (global_emb, local_emb))
     assert (other - ours).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------- temperatures away from 1
+def test_local_aggregation_temperature_hand_computed_away_from_one():
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # cosines 1 and 0 with the class
+    classes = torch.tensor([[2.0, 0.0]])
+    # softmax([1, 0] / 0.5) = [e^2, 1] / (e^2 + 1): the score is its weight on the cosine 1
+    assert local_scores(features, classes, tau=0.5).item() == pytest.approx(math.e ** 2 / (math.e ** 2 + 1))
+    # tau 4: softmax([0.25, 0]) -> e^0.25 / (e^0.25 + 1)
+    assert local_scores(features, classes, tau=4.0).item() == pytest.approx(math.exp(0.25) / (math.exp(0.25) + 1))
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.3, 3.0])
+def test_local_aggregation_equals_the_equation_at_several_temperatures(tau):
+    import numpy as np
+
+    import objective_reference as ref
+
+    gen = torch.Generator().manual_seed(7)
+    features, classes = torch.randn(3, 6, 5, generator=gen), torch.randn(4, 5, generator=gen)
+    mask = torch.tensor([[True] * 6, [True, True, False, False, False, False], [False, True] * 3])
+    got = local_scores(features, classes, tau, mask)
+    want = ref.local_scores(features.numpy(), classes.numpy(), tau, mask.numpy())
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(want - ref.local_scores(features.numpy(), classes.numpy(), 1.0, mask.numpy())).max() > 1e-2
+
+
+def test_order_loss_temperature_hand_computed_away_from_one():
+    learned = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # cosines [[1, 0], [0, 1]]
+    hand = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # cosines all 1: uniform rows
+    p = math.e ** 2 / (math.e ** 2 + 1)  # softmax([1, 0] / 0.5)
+    expected = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    assert order_loss(learned, hand, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert order_loss(learned, hand, temperature=1.0).item() != pytest.approx(expected, rel=1e-2)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.7])
+def test_order_loss_equals_the_equation_at_several_temperatures(temperature):
+    import objective_reference as ref
+
+    gen = torch.Generator().manual_seed(3)
+    learned, hand = torch.randn(5, 8, generator=gen), torch.randn(5, 8, generator=gen)
+    want = ref.order_loss(learned.numpy(), hand.numpy(), temperature)
+    assert order_loss(learned, hand, temperature).item() == pytest.approx(want, rel=1e-5)
+    assert abs(want - ref.order_loss(learned.numpy(), hand.numpy(), 1.0)) > 1e-2 * want
+
+
+def test_image_scores_fuse_global_and_dense_at_tau_image_and_lambda2(tiny_clip):
+    """S = λ2 S^G + (1 - λ2) S^L over image positions at TAU_IMAGE (paper Eq. 16), λ2 0.65, τ 1/40."""
+    import numpy as np
+
+    import objective_reference as ref
+    from hiprompt.config import get_cfg_default
+    from hiprompt.model.method import PromptedCLIP
+
+    hp = get_cfg_default().TRAINER.HIPROMPT
+    assert (hp.LAMBDA_FUSE, hp.TAU_IMAGE) == (0.65, 0.025)
+    torch.manual_seed(0)
+    model = PromptedCLIP(tiny_clip, ["dog", "cat", "car"], {"coarse": [["dog", "cat"]], "fine": []}, hp)
+    gen = torch.Generator().manual_seed(5)
+    global_feats, dense = torch.randn(2, tiny_clip.embed_dim, generator=gen), torch.randn(2, 9, tiny_clip.embed_dim, generator=gen)
+    gen_emb, loc_emb = torch.randn(3, tiny_clip.embed_dim, generator=gen), torch.randn(3, tiny_clip.embed_dim, generator=gen)
+    got = model.image_scores(global_feats, dense, (gen_emb, loc_emb)).numpy()
+    s_g = ref.global_scores(global_feats.numpy(), gen_emb.numpy())
+    s_l = ref.local_scores(dense.numpy(), loc_emb.numpy(), 0.025)
+    np.testing.assert_allclose(got, 0.65 * s_g + 0.35 * s_l, rtol=1e-5, atol=1e-6)
+    assert np.abs(s_l - ref.local_scores(dense.numpy(), loc_emb.numpy(), 1.0)).max() > 1e-2
+    assert np.abs(s_g - s_l).max() > 1e-2
+
+
+# ------------------------------------------------------------- ranking loss edge cases
+def test_ranking_loss_default_margin_is_the_papers_one():
+    scores, labels = torch.tensor([[0.3, 0.1]]), torch.tensor([[1.0, 0.0]])
+    assert ranking_loss(scores, labels).item() == pytest.approx(1 - 0.3 + 0.1)
+
+
+def test_ranking_loss_counts_a_sample_with_a_single_pair():
+    scores = torch.tensor([[0.2, 0.5], [0.9, 0.1]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # one pair each: 1 - 0.2 + 0.5 = 1.3 and 1 - 0.1 + 0.9 = 1.8; sum and mean agree at one pair
+    for reduction in ("sum", "mean"):
+        assert ranking_loss(scores, labels, 1.0, reduction).item() == pytest.approx((1.3 + 1.8) / 2)
+
+
+def test_ranking_loss_without_any_pair_is_zero_with_a_zero_gradient():
+    scores = torch.tensor([[0.2, 0.5], [0.9, 0.1]], requires_grad=True)
+    loss = ranking_loss(scores, torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(scores.grad, torch.zeros_like(scores))
+
+
+def test_loss_choices_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match=r"^reduction='max': expected one of sum, mean$"):
+        ranking_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), reduction="max")
+    with pytest.raises(ValueError, match=r"^direction='both': expected one of learned_to_hand, hand_to_learned$"):
+        order_loss(torch.eye(2), torch.eye(2), 0.1, direction="both")

@@ -101,3 +101,34 @@ def test_ignored_entries_leave_ranking_and_topk():
 def test_bad_inputs_are_errors(scores, labels, message):
     with pytest.raises(ValueError, match=message):
         multilabel_metrics(scores, labels)
+
+
+def test_an_image_with_fewer_than_k_evaluable_classes_predicts_fewer():
+    """Top-3 with 4 classes, image 1 having only 2 evaluable ones (the others ignored), image 2
+    none positive. Worked by hand:
+    image 0: scores .9 .1 .5 .3, truth {0, 3}: top-3 {0, 2, 3} -> 2 hits, 3 predictions
+    image 1: only classes 1, 2 evaluable, truth {1}: predictions {1, 2} -> 1 hit, 2 predictions
+    image 2: truth {}: top-3 {1, 2, 3} -> 0 hits, 3 predictions
+    TP 3, predictions 8, ground truth 3 (image 1's ignored positive class 0 does not count)."""
+    scores = np.array([[0.9, 0.1, 0.5, 0.3], [0.8, 0.2, 0.6, 0.7], [0.0, 0.4, 0.3, 0.2]])
+    labels = np.array([[1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+    ignore = np.array([[False] * 4, [True, False, False, True], [False] * 4])
+    with pytest.warns(UserWarning, match="1 of 4 classes have no positive"):  # class 2
+        m = multilabel_metrics(scores, labels, ignore=ignore, topk=3)
+    assert m["P@3"] == pytest.approx(100 * 3 / 9)  # divided by k per image, as the convention has it
+    assert m["OP"] == pytest.approx(100 * 3 / 8)  # divided by what was predicted
+    assert m["R@3"] == pytest.approx(100.0) and m["OR"] == pytest.approx(100.0)
+    assert m["F1@3"] == pytest.approx(100 * 2 * (1 / 3) / (1 / 3 + 1))
+    assert m["OF1"] == pytest.approx(100 * 2 * (3 / 8) / (3 / 8 + 1))
+    # per class: predictions 0:{img0} 1:{img1, img2} 2:{img0, img1, img2} 3:{img0, img2};
+    # hits 0:1 1:1 2:0 3:1 -> CP mean(1, 1/2, 0, 1/2) over the classes with a positive (0, 1, 3)
+    assert m["num_classes_evaluated"] == 3
+    assert m["CP"] == pytest.approx(100 * (1 + 0.5 + 0.5) / 3) and m["CR"] == pytest.approx(100.0)
+
+
+def test_fewer_classes_than_k_predicts_every_class():
+    scores = np.array([[0.2, 0.9], [0.6, 0.1]])
+    labels = np.array([[0, 1], [1, 1]])
+    m = multilabel_metrics(scores, labels, topk=3)
+    # each image predicts both classes: TP 3 of 4 predictions, 3 ground truth; P@3 = 3 / (3 * 2)
+    assert m["P@3"] == pytest.approx(50.0) and m["OP"] == pytest.approx(75.0) and m["R@3"] == pytest.approx(100.0)

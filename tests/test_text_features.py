@@ -53,6 +53,40 @@ def test_store_holds_each_description_at_its_own_length(tiny_clip, tmp_path):
         store.batch(torch.tensor([9]))
 
 
+def open_clip_text_forward(clip, text):
+    """The text tower written out on open_clip's own modules, at all 77 positions: token and
+    positional embeddings, the residual blocks under the causal mask, the final norm and the
+    projection -> [77, D]; its end-of-text row is checked against open_clip's encode_text."""
+    model = clip.model
+    tokens = clip.tokenize([text])
+    with torch.no_grad():
+        x = model.token_embedding(tokens) + model.positional_embedding
+        for block in model.transformer.resblocks:
+            x = block(x, attn_mask=model.attn_mask)
+        x = model.ln_final(x) @ model.text_projection
+        torch.testing.assert_close(x[0, int(tokens.argmax())], model.encode_text(tokens)[0], rtol=0, atol=1e-5)
+    return x[0], int(tokens.argmax())
+
+
+def test_stored_values_are_the_text_towers_features_written_out(tiny_clip, tmp_path):
+    """Each stored description: its eot feature in float32, and the features of positions
+    1..eot (start-of-text excluded, end-of-text included) rounded to float16, as open_clip's
+    modules compute them in plain torch."""
+    store = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    assert isinstance(store, tf.FeatureStore)
+    index = torch.arange(len(TEXTS))
+    eot, tokens, mask = store.batch(index)
+    assert eot.dtype == torch.float32 and tokens.dtype == torch.float32
+    for row, text in enumerate(TEXTS):
+        features, end = open_clip_text_forward(tiny_clip, text)
+        assert int(mask[row].sum()) == end  # positions 1..end
+        torch.testing.assert_close(eot[row], features[end], rtol=0, atol=1e-5)
+        torch.testing.assert_close(tokens[row, :end], features[1:end + 1].half().float(), rtol=0, atol=2e-3)
+        assert not torch.equal(tokens[row, 0], features[0].half().float())  # the start token is not stored
+    half = store.batch(torch.tensor([1]))[1][0]
+    assert torch.equal(half, half.half().float())  # stored in float16
+
+
 def test_interrupted_build_resumes_with_the_missing_chunks_only(tiny_clip, tmp_path, monkeypatch):
     calls = []
     original = tf.encode_descriptions

@@ -15,6 +15,10 @@ The steps of `hiprompt tag` (hiprompt/apps/cli.py), each callable on its own:
    with the same output file scores only the images not yet written; a second run writing
    the same file at the same time is refused (`hiprompt.fileio.FileLock`).
 5. `calibrate_thresholds`: per-label thresholds from a small labelled CSV.
+6. `tag_shards`: at scale (`--out-dir`): a folder, an image list or WebDataset-style tar
+   shards, planned once into shards (`hiprompt.apps.shards`); each process scores the shards
+   it owns into one part each. Batches never straddle shards, so a shard scored again, by
+   any process of any number of them, gives the same rows.
 
 A label's score is its share of the image: p_c = softmax_c(s · S_c), S the fused score of
 paper Eq. 16 and s the backbone's own logit scale (CLIP's learned temperature, 100 for
@@ -25,9 +29,11 @@ A label is predicted when p_c reaches its threshold (`DEFAULT_THRESHOLD` unless 
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
+import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from hiprompt.apps import shards
 from hiprompt.config import ConfigError, apply_settings, get_cfg_default, result_settings, validate_cfg
 from hiprompt.data.base import MultiLabelImageSet
 from hiprompt.data.custom import read_custom_csv
@@ -509,3 +516,219 @@ def calibrate_thresholds(tagger: Tagger, labelled_csv, batch_size: int = 32, num
                            "note": "default: calibration needs a positive and a negative image"}
     return thresholds, table
 
+
+
+# -- 6. at scale: a folder of parts ---------------------------------------------------------------
+# How an image is decoded (part of a sharded run's identity; the transform's key is in Tagger.identity)
+DECODE = {"exif_transpose": True, "mode": "RGB", "max_image_pixels": Image.MAX_IMAGE_PIXELS,
+          "tar_image_kinds": list(shards.IMAGE_KINDS)}
+
+
+def shard_identity(tagger: Tagger, thresholds, top_k: int, fmt: str) -> dict:
+    """What a sharded run's rows depend on (no paths): the tagger's identity, the decision
+    settings, the precision, the decoding and the parts' format."""
+    if top_k < 1:
+        raise ValueError(f"--top-k {top_k}: expected 1 or more")
+    if fmt not in shards.PART_FORMATS:
+        raise ValueError(f"--format {fmt}: expected one of {shards.PART_FORMATS}")
+    if fmt == "parquet" and shards.pyarrow_or_none() is None:
+        raise ValueError("--format parquet needs pyarrow: pip install 'hiprompt[scale]' (or pyarrow>=14)")
+    thresholds = [float(t) for t in np.broadcast_to(np.asarray(thresholds, dtype=float), (len(tagger.classnames),))]
+    return {**tagger.identity(), "thresholds": thresholds, "top_k": top_k,
+            "precision": str(tagger.clip.dtype).replace("torch.", ""), "decode": DECODE, "format": fmt}
+
+
+@dataclass
+class ShardInput:
+    """Where a sharded run's images are: `folder` (every image under `root`, sorted), `list`
+    (the ids of `list_file`, in its order, relative to `root`) or `tar` (`pattern`, brace-
+    expanded; one tar a shard, its members grouped by key as WebDataset does)."""
+
+    kind: str
+    root: Path
+    list_file: str = None
+    pattern: str = None
+
+    @classmethod
+    def from_args(cls, images=None, image_list=None, pattern=None, image_root=None) -> "ShardInput":
+        if sum(x is not None for x in (images, image_list, pattern)) != 1:
+            raise ValueError("give one input: --images FOLDER, --image-list FILE or --shards PATTERN")
+        if images is not None:
+            if not Path(images).is_dir():
+                raise FileNotFoundError(f"image folder not found: {images}")
+            return cls("folder", Path(images))
+        if image_list is not None:
+            return cls("list", Path(image_root) if image_root else Path(image_list).parent, list_file=image_list)
+        root, _ = shards.tar_names(pattern, image_root)
+        return cls("tar", root, pattern=pattern)
+
+    def tars(self):
+        return shards.tar_names(self.pattern, self.root)[1] if self.kind == "tar" else None
+
+    def plan(self, identity: dict, shard_size: int):
+        """(manifest, images.jsonl bytes): listed now, frozen from then on."""
+        if self.kind == "tar":
+            return shards.make_plan(identity, "tar", shard_size, tars=self.tars())
+        ids = find_images(self.root) if self.kind == "folder" else shards.read_image_list(self.list_file)
+        return shards.make_plan(identity, self.kind, shard_size, ids=ids)
+
+    def items(self, shard: dict, ids) -> list:
+        """The shard's rows to be: (id, source), a source being ("file", path), ("tar", path,
+        offset, size) or ("error", why)."""
+        if self.kind != "tar":
+            return [(i, ("file", str(self.root / i))) for i in ids[shard["start"]:shard["end"]]]
+        return tar_items(self.root / shard["tar"], shard["tar"])
+
+
+def tar_items(path, name: str) -> list:
+    """A tar's members grouped by key, in tar order: the first JPEG, PNG or WebP member of a
+    key is its image; a key without one, and a tar that cannot be read to its end, give an
+    error row (the members listed before are kept)."""
+    groups, broken = {}, None
+    try:
+        with tarfile.open(path, "r:") as tar:  # uncompressed: members are read by offset
+            for member in tar:
+                base = member.name.rpartition("/")[2]
+                if member.isfile() and not base.startswith("."):
+                    key, kind = shards.tar_key(member.name)
+                    groups.setdefault(key, []).append((kind, member))
+    except (tarfile.TarError, OSError, EOFError) as error:
+        broken = f"tar unreadable after {len(groups)} keys: {type(error).__name__}: {error}"
+    items = []
+    for key, members in groups.items():
+        image = next((m for kind, m in members if kind in shards.IMAGE_KINDS), None)
+        if image is None:
+            kinds = ", ".join(sorted({"." + kind if kind else "(no extension)" for kind, _ in members}))
+            items.append((key, ("error", f"no JPEG, PNG or WebP member for this key (members: {kinds})")))
+        else:
+            items.append((key, ("tar", str(path), image.offset_data, image.size)))
+    if broken:
+        items.append((name, ("error", broken)))
+    return items
+
+
+class _NoImage(Exception):
+    pass
+
+
+class ShardImages(Dataset):
+    """Item i: (image [3, H, W], i, ok, error). A file, a tar member (read by offset, one open
+    handle per worker) or a planned error; anything unreadable gives zeros, ok=False and
+    the reason."""
+
+    def __init__(self, sources, transform, size):
+        self.sources, self.transform, self.size = sources, transform, tuple(size)
+        self._handles = {}
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _open(self, source):
+        if source[0] == "file":
+            return Image.open(source[1])
+        if source[0] == "tar":
+            _, path, offset, size = source
+            handle = self._handles.get(path)
+            if handle is None:
+                handle = self._handles[path] = open(path, "rb")
+            handle.seek(offset)
+            return Image.open(io.BytesIO(handle.read(size)))
+        raise _NoImage(source[1])
+
+    def __getitem__(self, index: int):
+        try:
+            with self._open(self.sources[index]) as image:
+                image.load()
+                tensor = self.transform(image)  # [3, H, W]
+        except Exception as error:  # noqa: BLE001 (any reason is recorded in the part, none is raised)
+            reason = str(error) if isinstance(error, _NoImage) else f"{type(error).__name__}: {error}"
+            return torch.zeros(3, *self.size), index, False, reason
+        return tensor, index, True, ""
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+def score_shard(tagger: Tagger, items, thresholds: np.ndarray, top_k: int, batch_size: int = 32,
+                num_workers: int = 0, bar=None) -> list:
+    """The part's rows (id, ok, error, labels, top-k, scores [C] or None), in `items`' order,
+    in batches of this shard's images only."""
+    dataset = ShardImages([source for _, source in items], tagger.image_transform(), tagger.transform.size)
+    cuda = tagger.device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda)
+    rows = [None] * len(items)
+    try:
+        for batch, indices, ok, errors in loader:  # [B, 3, H, W], [B], [B], B strings
+            for j, i in enumerate(indices.tolist()):
+                if not ok[j]:
+                    rows[i] = (items[i][0], False, errors[j], [], [], None)
+            if ok.any():
+                batch = batch.to(tagger.device, non_blocking=cuda)
+                probs = tagger.probabilities(tagger.fused_scores(batch[ok.to(batch.device)])).numpy()  # [B', C]
+                kept = indices[ok].tolist()
+                for i, p, (labels, top) in zip(kept, probs, predictions(probs, tagger.classnames, thresholds, top_k)):
+                    rows[i] = (items[i][0], True, "", labels, top, p)
+            if bar is not None:
+                bar.update(len(indices))
+    finally:
+        dataset.close()
+    return rows
+
+
+def prepare_plan(out_dir, identity: dict, source: ShardInput, shard_size: int = shards.DEFAULT_SHARD_SIZE,
+                 planner: bool = True, timeout: float = 600.0, rank: int = 0) -> dict:
+    """The plan in `out_dir`: read and checked against this run when there; else made now
+    (`planner`: rank 0, or --plan-only) or waited for (the other ranks)."""
+    out = Path(out_dir)
+    if (out / shards.MANIFEST).is_file():
+        plan = shards.read_plan(out)
+    elif planner:
+        manifest, data = source.plan(identity, shard_size)
+        shards.write_plan(out, manifest, data)
+        plan = shards.read_plan(out)
+        log.info("planned %s: %d shards", out, len(plan["shards"]))
+        return plan
+    else:
+        log.info("rank %d: waiting for the plan %s", rank, out / shards.MANIFEST)
+        plan = shards.wait_for_plan(out, timeout, rank=rank)
+    shards.check_plan(plan, identity, source.kind, out, source.tars())
+    planned = plan["input"]["shard_size"]
+    if planned is not None and planned != shard_size:
+        log.warning("%s was planned with --shard-size %d; the plan's shards are kept", out, planned)
+    return plan
+
+
+def tag_shards(tagger: Tagger, out_dir, source: ShardInput, plan: dict, rank: int = 0, world_size: int = 1,
+               batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> dict:
+    """Score the shards of `plan` that rank `rank` of `world_size` owns and that have no part
+    yet, one part each (`hiprompt.apps.shards.write_part`); when every part is there, write
+    report.json and _SUCCESS. Returns this process's counts."""
+    started, out = time.time(), Path(out_dir)
+    identity = plan["identity"]
+    fmt, top_k = identity["format"], identity["top_k"]
+    thresholds = np.asarray(identity["thresholds"], dtype=float)
+    if list(plan["labels"]) != tagger.classnames:
+        raise shards.PlanError(f"{out}: planned for the labels {plan['labels']}, the tagger has {tagger.classnames}")
+    ids = shards.shard_ids(out, plan) if plan["input"]["kind"] != "tar" else None
+    owned = shards.my_shards(plan, rank, world_size)
+    todo = [s for s in owned if not shards.is_done(out, s["index"], fmt)]
+    counts = {"rank": rank, "world_size": world_size, "shards_owned": len(owned), "shards_written": 0,
+              "images": 0, "unreadable": 0}
+    total = sum(s["end"] - s["start"] for s in todo) if ids is not None else None
+    with tqdm(total=total, unit="img", desc=f"rank {rank}" if world_size > 1 else "tagging",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for shard in todo:
+            t0 = time.time()
+            rows = score_shard(tagger, source.items(shard, ids), thresholds, top_k, batch_size, num_workers, bar)
+            shards.write_part(out, shard["index"], rows, fmt, tagger.classnames)
+            bad = sum(not row[1] for row in rows)
+            counts["shards_written"] += 1
+            counts["images"] += len(rows)
+            counts["unreadable"] += bad
+            log.info("rank %d: shard %d done: %d images (%d unreadable), %.1f images/s", rank, shard["index"],
+                     len(rows), bad, len(rows) / max(time.time() - t0, 1e-9))
+    counts["complete"] = shards.finish_if_complete(out, plan)
+    counts["seconds"] = round(time.time() - started, 3)
+    return counts

@@ -140,10 +140,12 @@ class OnTheFlyFeatures(DescriptionFeatures):
 
 
 def store_folder(clip, texts, cache_dir, chunk_size: int = CHUNK_SIZE) -> Path:
-    """The cache folder of these features: keyed by everything that determines them."""
+    """The cache folder of these features: keyed by everything that determines them. Each
+    text ends with a NUL; a NUL or backslash inside a text is escaped first, so that no two
+    lists of texts share a key (["a\\0b"] is not ["a", "b"])."""
     digest = hashlib.sha256(f"{clip.identity()}\0format{STORE_FORMAT}\0chunk{chunk_size}\0".encode())
     for text in texts:
-        digest.update(text.encode("utf-8") + b"\0")
+        digest.update(text.replace("\\", "\\\\").replace("\0", "\\0").encode("utf-8") + b"\0")
     return Path(cache_dir) / "text" / digest.hexdigest()[:24]
 
 
