@@ -100,8 +100,23 @@ def _mode_for(path, default: int) -> int:
         return default & ~current_umask()
 
 
+def fsync_folder(folder) -> None:
+    """Make a rename in `folder` durable (where the file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees either the old file or the whole new one."""
+    """Write `data` to `path` so that a reader sees either the old file or the whole new one,
+    and the new one once this returns (the file and the rename in its folder are synced)."""
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +132,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+    fsync_folder(path.parent)
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -213,7 +213,6 @@ def write_plan(out_dir, manifest: dict, ids_data) -> None:
     with writing(out / PARTS, "nothing was written yet"):
         (out / PARTS).mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MANIFEST, manifest)
-    _fsync_folder(out)
 
 
 def read_plan(out_dir) -> dict:
@@ -258,20 +257,6 @@ def part_path(out_dir, index: int, fmt: str) -> Path:
 
 def is_done(out_dir, index: int, fmt: str) -> bool:
     return part_path(out_dir, index, fmt).is_file()
-
-
-def _fsync_folder(folder) -> None:
-    """Make a rename in `folder` durable (where the file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _score(value: float) -> float:
@@ -334,7 +319,6 @@ def write_part(out_dir, index: int, rows, fmt: str, labels) -> Path:
     """Write shard `index`'s part whole: a temporary name, flushed and fsynced, renamed into place."""
     path = part_path(out_dir, index, fmt)
     atomic_write_bytes(path, part_bytes(rows, fmt, labels))
-    _fsync_folder(path.parent)
     return path
 
 
@@ -399,7 +383,6 @@ def finish_if_complete(out_dir, plan: dict) -> bool:
               "unreadable_count": len(unreadable), "unreadable": unreadable}
     atomic_write_json(out / REPORT, report)
     atomic_write_text(out / SUCCESS, json.dumps({k: v for k, v in report.items() if k != "unreadable"}) + "\n")
-    _fsync_folder(out)
     return True
 
 
