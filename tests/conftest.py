@@ -1,7 +1,9 @@
 """Shared test fixtures: the tiny random CLIP, a small knowledge folder, the shared data."""
 
+import contextlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,17 @@ def plain_class_embeddings(learner):
     global_emb = learner.encoder(learner.global_context() if learner.learnable else None)
     local_emb = learner.encoder(learner.local_context()) if learner.local_context is not None else global_emb
     return global_emb, local_emb
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs mounted at `folder` with mount `options` (e.g. "size=64k", "size=1m,ro") for the
+    duration; the test is skipped where this process may not mount one."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

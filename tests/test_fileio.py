@@ -13,8 +13,8 @@ import tempfile
 import textwrap
 
 import pytest
+from conftest import mounted_tmpfs
 
-from hiprompt import fileio
 from hiprompt.fileio import (FileLock, FolderBusyError, JsonlLog, WriteError, atomic_torch_save, atomic_write_json,
                              atomic_write_text, new_folder_beside, replace_folder)
 
@@ -56,12 +56,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
 
 def test_a_real_full_disk_keeps_the_old_file(tmp_path):
     """On a 64 KiB tmpfs (skipped where mounting is not allowed): the write of 1 MiB fails."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=64k") as mount:
         path = mount / "scores.pt"
         atomic_write_text(path, "old")
         with pytest.raises(WriteError, match=rf"cannot write {path}: no space left on the device; "
@@ -73,9 +68,6 @@ def test_a_real_full_disk_keeps_the_old_file(tmp_path):
         with pytest.raises(WriteError, match=rf"cannot write {path}: read-only file system; "):
             atomic_write_text(path, "new")
         assert path.read_text() == "old"
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
 
 def test_folder_replacement_and_logs_fail_clearly(tmp_path, monkeypatch):
     target = tmp_path / "knowledge"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import coco_mini_root
+from conftest import coco_mini_root, mounted_tmpfs
 from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score
 
@@ -526,21 +526,13 @@ def test_a_failed_write_is_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, c
 
 def test_a_read_only_file_system_is_one_line(tmp_path, capsys):
     """A real read-only tmpfs (skipped where this process may not mount one)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
         out = mount / "p.csv"
         assert main(_tag_command(_tiny_prompts(tmp_path), tmp_path, out)) == 2
         error = capsys.readouterr().err
         assert error.splitlines()[-1] == (f"hiprompt tag: error: cannot write {out} (its lock file .p.csv.lock): "
                                           "read-only file system; nothing already written was lost (nothing was "
                                           "written yet); write to a folder on a writable file system")
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_clip, capsys):
     out = tmp_path / "p.csv"
