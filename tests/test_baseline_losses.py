@@ -123,6 +123,40 @@ def test_hierarchical_objective_at_the_paper_settings_equals_the_equations(tiny_
                                                      reduction="mean"))
 
 
+def test_objective_takes_the_embeddings_given_and_the_settings_away_from_their_defaults(tiny_clip):
+    """`text_loss` with class embeddings passed in (the trainer passes them, computed under its
+    autocast) scores with those, not the prompts' own; RANK_REDUCTION mean and ORDER_DIRECTION
+    hand_to_learned (KL(D_hand ‖ D_learned)) reach both branches' terms."""
+    cfg = cfg_of("HierarchicalCoOp")
+    cfg.defrost()
+    hp = cfg.TRAINER.HIPROMPT
+    hp.RANK_REDUCTION, hp.ORDER_DIRECTION = "mean", "hand_to_learned"
+    torch.manual_seed(0)
+    model = PromptedCLIP(tiny_clip, CLASSES, GROUPS, hp)
+    gen = torch.Generator().manual_seed(3)
+    given = [torch.randn(len(CLASSES), tiny_clip.embed_dim, generator=gen) for _ in range(2)]  # not the prompts'
+    eot, tokens, mask = text_batch(tiny_clip.embed_dim)
+    hand = model.handcrafted.numpy()
+    global_emb, local_emb = (e.numpy() for e in given)
+    with torch.no_grad():
+        loss, parts = model.text_loss(eot, tokens, mask, torch.from_numpy(LABELS), tuple(given))
+        score_g, score_l = model.text_scores(eot, tokens, mask, tuple(given))
+    np.testing.assert_allclose(score_g.numpy(), ref.global_scores(eot.numpy(), global_emb), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(score_l.numpy(), ref.local_scores(tokens.numpy(), local_emb, hp.TAU_TEXT, mask.numpy()),
+                               rtol=1e-5, atol=1e-6)
+    rank = {name: ref.ranking_loss(scores, LABELS, hp.MARGIN, hp.LOGIT_SCALE, reduction="mean")
+            for name, scores in (("rank_global", ref.global_scores(eot.numpy(), global_emb)),
+                                 ("rank_local", ref.local_scores(tokens.numpy(), local_emb, hp.TAU_TEXT, mask.numpy())))}
+    order = ref.order_loss(hand, global_emb, hp.ORDER_TEMP) + ref.order_loss(hand, local_emb, hp.ORDER_TEMP)
+    for name, value in {**rank, "order": order}.items():
+        assert parts[name] == pytest.approx(value, rel=REL), name
+    assert loss.item() == pytest.approx(rank["rank_global"] + rank["rank_local"] + hp.LAMBDA_ORDER * order, rel=REL)
+    # the defaults would give other numbers on these inputs
+    assert far(rank["rank_global"], ref.ranking_loss(ref.global_scores(eot.numpy(), global_emb), LABELS, hp.MARGIN,
+                                                     hp.LOGIT_SCALE))
+    assert far(order, ref.order_loss(global_emb, hand, hp.ORDER_TEMP) + ref.order_loss(local_emb, hand, hp.ORDER_TEMP))
+
+
 def test_hierarchical_objective_normalises_along_the_feature_dimension(tiny_clip):
     """A normalisation over the batch or class dimension instead of the feature one gives
     another objective on these inputs (and the library gives the feature one)."""

@@ -292,3 +292,31 @@ def test_loss_choices_are_refused_naming_the_argument():
         ranking_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), reduction="max")
     with pytest.raises(ValueError, match=r"^direction='both': expected one of learned_to_hand, hand_to_learned$"):
         order_loss(torch.eye(2), torch.eye(2), 0.1, direction="both")
+
+
+def test_prompted_clip_builds_the_prompts_its_settings_name(tiny_clip):
+    """TEMPLATE, CTX_INIT and CLASS_TOKEN_POSITION reach the prompts: the context started from
+    "a photo of a" before the readable name, or after it (`front`), is the sentence open_clip
+    encodes; all counts 0 give TEMPLATE's sentence. The model's state is the prompts' only."""
+    from hiprompt.config import get_cfg_default
+    from hiprompt.model.method import PromptedCLIP
+
+    classes, no_groups = ["dog", "cat", "bus"], {"coarse": [], "fine": []}
+    hp = get_cfg_default().TRAINER.HIPROMPT
+    hp.N_CTX_SHARED, hp.N_CTX_COARSE, hp.N_CTX_FINE, hp.N_CTX_CLASS = 4, 0, 0, 0
+    hp.CTX_INIT, hp.LEARNED_NAME, hp.TEXT_START_TOKEN = "a photo of a", "prompt", True
+    for position, sentence in (("end", "a photo of a {}."), ("front", "{} a photo of a.")):
+        hp.CLASS_TOKEN_POSITION = position
+        model = PromptedCLIP(tiny_clip, classes, no_groups, hp)
+        expected = tiny_clip.model.encode_text(tiny_clip.tokenize([sentence.format(c) for c in classes]))
+        with torch.no_grad():
+            for embeddings in model.prompts.class_embeddings():
+                torch.testing.assert_close(embeddings, expected, rtol=0, atol=1e-5)
+        assert set(model.state_dict()) == {f"prompts.{key}" for key in model.prompts.state_dict()}
+
+    hp.N_CTX_SHARED, hp.CTX_INIT, hp.CLASS_TOKEN_POSITION = 0, "", "end"
+    hp.TEMPLATE = "a drawing of the {}."
+    model = PromptedCLIP(tiny_clip, classes, no_groups, hp)
+    expected = tiny_clip.model.encode_text(tiny_clip.tokenize([hp.TEMPLATE.format(c) for c in classes]))
+    with torch.no_grad():
+        torch.testing.assert_close(model.prompts.class_embeddings()[0], expected, rtol=0, atol=1e-5)
