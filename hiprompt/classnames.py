@@ -117,3 +117,17 @@ def read_class_list(path) -> list:
     if not names:
         raise ClassListError(f"{path}: no class names (expected one class name a line; `#` starts a comment line)")
     return names
+
+
+def read_classes(spec: str):
+    """(label names, source): a built-in set's name, or a class-list file
+    (`read_class_list`: one class a line, blank and `#` lines skipped)."""
+    if spec in BUILTIN_CLASS_SETS:
+        return builtin_class_set(spec), spec
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(
+            f"--classes {spec!r}: neither a built-in class set ({sorted(BUILTIN_CLASS_SETS)}) "
+            "nor an existing file"
+        )
+    return read_class_list(path), str(path)

@@ -20,8 +20,9 @@ import json
 import sys
 from pathlib import Path
 
+from hiprompt.classnames import read_classes
 from hiprompt.data.knowledge import check_class_count, write_knowledge_folder
-from llm_knowledge.cli import read_classes, read_synonyms
+from llm_knowledge.cli import read_synonyms
 from llm_knowledge.labelling import Labeller
 from llm_knowledge.synonyms import default_synonyms
 

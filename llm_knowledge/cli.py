@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from hiprompt.classnames import BUILTIN_CLASS_SETS, builtin_class_set, read_class_list
+from hiprompt.classnames import BUILTIN_CLASS_SETS, read_classes
 from hiprompt.fileio import FolderBusyError, WriteError
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, BackendOptions, backend_names
 from llm_knowledge.counts import PROFILES, Counts
@@ -16,20 +16,6 @@ from llm_knowledge.pipeline import STAGES, TopUpOptions, build_knowledge, parse_
 _DEFAULTS = BackendOptions()
 _TOP_UP = TopUpOptions()
 _GROUPING = GroupingOptions()
-
-
-def read_classes(spec: str):
-    """(label names, source): a built-in set's name, or a class-list file
-    (`hiprompt.classnames.read_class_list`: one class a line, blank and `#` lines skipped)."""
-    if spec in BUILTIN_CLASS_SETS:
-        return builtin_class_set(spec), spec
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(
-            f"--classes {spec!r}: neither a built-in class set ({sorted(BUILTIN_CLASS_SETS)}) "
-            "nor an existing file"
-        )
-    return read_class_list(path), str(path)
 
 
 def read_synonyms(path: str, classes) -> dict:

@@ -18,13 +18,13 @@ import logging
 import sys
 
 from hiprompt.apps import shards, tag
+from hiprompt.classnames import read_classes
 from hiprompt.clip import WeightsUnavailableError
 from hiprompt.data.base import DataLayoutError
 from hiprompt.data.knowledge import KnowledgeFolder
 from hiprompt.fileio import FileLock, FolderBusyError, WriteError, atomic_write_json
 from hiprompt.training.build import build_backbone
 from llm_knowledge.backends import DEFAULT_BACKEND, BackendError, backend_names
-from llm_knowledge.cli import read_classes
 from llm_knowledge.counts import PROFILES
 from llm_knowledge.grouping import GroupingOptions
 from llm_knowledge.pipeline import parse_stages

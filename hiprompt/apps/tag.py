@@ -46,6 +46,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from hiprompt.apps import shards
+from hiprompt.classnames import read_classes
 from hiprompt.config import ConfigError, apply_settings, get_cfg_default, result_settings, validate_cfg
 from hiprompt.data.base import MultiLabelImageSet
 from hiprompt.data.custom import read_custom_csv
@@ -84,7 +85,6 @@ def make_knowledge(labels_spec: str, backend: str, model: str = None, profile: s
     its keyword options (counts, stages, grouping, max_tokens, base_url, ...), all part of the
     folder's key. Returns its path."""
     from llm_knowledge import build_knowledge
-    from llm_knowledge.cli import read_classes
 
     classes, source = read_classes(labels_spec)
     key = _digest({"labels": classes, "backend": backend, "model": model, "profile": profile, "options": options})
