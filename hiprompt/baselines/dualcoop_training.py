@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from hiprompt.baselines.dualcoop import DualCoOpModel
 from hiprompt.baselines.partial_labels import MASK_FILE, hide, image_list_digest, run_mask
@@ -97,11 +96,7 @@ class DualCoOpImageTraining(DualCoOpTraining):
         self.train_images = train_image_set(cfg, self.classnames)
         self.train_targets = None  # [N, C] with -1 = hidden, made with the mask before training
         self.train_feats = None
-        self.shuffle_generator = torch.Generator()
-        self.train_loader_x = DataLoader(
-            TensorDataset(torch.arange(len(self.train_images))),
-            batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, generator=self.shuffle_generator,
-        )
+        self.train_loader_x = self.shuffled_loader(torch.arange(len(self.train_images)))
 
     def train_image_features(self):
         if self.train_feats is None:

@@ -76,11 +76,13 @@ class PromptTraining:
             self.text_set = self.build_text_set()
             self.train_index, self.holdout_index = self._split_corpus(len(self.text_set.corpus.texts))
             labels = torch.from_numpy(self.text_set.corpus.labels)
-            self.shuffle_generator = torch.Generator()
-            self.train_loader_x = DataLoader(
-                TensorDataset(self.train_index, labels[self.train_index]),
-                batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, generator=self.shuffle_generator,
-            )
+            self.train_loader_x = self.shuffled_loader(self.train_index, labels[self.train_index])
+
+    def shuffled_loader(self, *tensors) -> DataLoader:
+        """Training batches of `tensors`' rows, in an order fixed by (seed, epoch) (`before_epoch`)."""
+        self.shuffle_generator = torch.Generator()
+        return DataLoader(TensorDataset(*tensors), batch_size=self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True,
+                          generator=self.shuffle_generator)
 
     def _split_corpus(self, count: int):
         """Indices of training and held-out sentences (HOLDOUT fraction, fixed by SEED); a
