@@ -42,12 +42,11 @@ def _nodes(keys: torch.Tensor):
 class Level:
     """One level of the tree: `nodes` nodes of `length` positions each, stored at rows
     offset .. offset + nodes * length of the flat hidden states; `parent_level` the level its
-    nodes continue (None for the first), whose keys and values cover `seen` positions."""
+    nodes continue (None for the first)."""
     nodes: int
     length: int
     offset: int
     parent_level: int
-    seen: int
 
 
 class LevelIndex(nn.Module):
@@ -121,7 +120,7 @@ class PromptTree(nn.Module):
                    rows, parent) -> None:
         offset = sum(level.nodes * level.length for level in self.levels)
         index = len(self.levels)
-        self.levels.append(Level(nodes, length, offset, index - 1 if index else None, seen))
+        self.levels.append(Level(nodes, length, offset, index - 1 if index else None))
         # causal within the node, every ancestor position visible: [length, seen + length]
         visible = torch.ones(length, seen + length, dtype=torch.bool).tril(seen)
         self.index.append(LevelIndex(rows, parent, visible))
