@@ -15,6 +15,7 @@ COMPOSITIONS = {
     "CoOp (all shared)": {"shared": 32, "coarse": 0, "fine": 0, "class": 0},
     "CSC (all class-specific)": {"shared": 0, "coarse": 0, "fine": 0, "class": 32},
     "groups only": {"shared": 0, "coarse": 3, "fine": 2, "class": 0},
+    "one token of each kind": {"shared": 1, "coarse": 1, "fine": 1, "class": 1},
 }
 
 
@@ -78,6 +79,37 @@ def test_tree_encodes_each_shared_prefix_once(tiny_clip):
     assert learner.tree.tokens_per_layer == 2 * per_set
     assert learner.tree.tokens_per_layer < 2 * len(CLASSES) * longest < 2 * len(CLASSES) * 77
     assert len(learner.tree.levels) == 4  # shared, coarse, fine, leaves: the attention calls of a block
+    # the learned context is the learner's only state: the tree's plan is rebuilt, never saved
+    assert {key.split(".")[0] for key in learner.state_dict()} == {"global_context", "local_context"}
+
+
+def test_all_shared_context_is_encoded_once_per_set(tiny_clip):
+    """CoOp's composition: the shared context (after [SOT]) is one node per set, so each class
+    computes only its name, '.' and end-of-text (padded to the longest)."""
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COMPOSITIONS["CoOp (all shared)"], "{}")
+    leaf = learner.encoder.length - 1 - 32
+    assert learner.tree.tokens_per_layer == 2 * ((1 + 32) + len(CLASSES) * leaf)
+    assert len(learner.tree.levels) == 2
+    # one token of each kind: still a level per kind ([SOT] + 1, 3 coarse nodes, 4 fine nodes)
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COMPOSITIONS["one token of each kind"], "{}")
+    leaf = learner.encoder.length - 1 - 3
+    assert learner.tree.tokens_per_layer == 2 * ((1 + 1) + 3 * 1 + 4 * 1 + len(CLASSES) * leaf)
+
+
+def test_tree_equals_the_plain_forward_on_a_trained_three_layer_tower():
+    """The toy world's CLIP: trained weights (attention biases not zero) and 3 text blocks, so
+    every block in between and the last are the right ones."""
+    from hiprompt.clip import build_clip
+
+    clip = build_clip("toy", "packaged")
+    assert len(list(clip.text_blocks)) == 3 and clip.text_blocks[0].attn.in_proj_bias.abs().max() > 0
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    plain = embeddings_and_gradients(clip, counts, "plain")
+    tree = embeddings_and_gradients(clip, counts, "tree")
+    torch.testing.assert_close(tree[0], plain[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(tree[1], plain[1], rtol=0, atol=1e-5)
+    for key, grad in plain[2].items():
+        torch.testing.assert_close(tree[2][key], grad, rtol=0, atol=1e-5 * float(grad.abs().max()))
 
 
 def test_single_set_and_hand_crafted_prompts(tiny_clip):
