@@ -3,6 +3,7 @@ import os
 from hiprompt.data.coco import read_coco
 from hiprompt.data.test_set import ImageTestSet
 from hiprompt.registry import DATASET_REGISTRY
+from hiprompt.training.protocol import keep_unannotated
 
 
 @DATASET_REGISTRY.register()
@@ -14,7 +15,7 @@ class COCO(ImageTestSet):
             read_coco(
                 os.path.expanduser(cfg.DATASET.ROOT),
                 split=cfg.DATASET.TEST_SPLIT,
-                keep_unannotated=cfg.DATASET.KEEP_UNANNOTATED,
+                keep_unannotated=keep_unannotated(cfg),  # DualCoOp's rule under TEST.PROTOCOL peer
                 allow_missing=cfg.DATASET.ALLOW_MISSING_IMAGES,
             )
         )

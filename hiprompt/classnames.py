@@ -2,7 +2,8 @@
 
 The label names are the data sets' own (COCO category names, VOC class ids, NUS-WIDE
 concept names); every module refers to a class by its label name. `prompt_name` turns a
-label name into the phrase a hand-crafted prompt uses ("mouse" -> "computer mouse").
+label name into the phrase a hand-crafted prompt uses ("mouse" -> "computer mouse");
+`taidpt_name` into TaI-DPT's name ("motorcycle" -> "motor bike").
 `read_class_list` reads the one format of a class list in a file.
 """
 
@@ -64,6 +65,16 @@ _PROMPT_NAMES = {
     "nighttime": "night time",
     "surf": "surfing",
 }
+
+
+# TaI-DPT's names where they are not the label (its datasets/data_helpers.py: the first name
+# of each class's synonym list; its VOC2007 and NUS-WIDE names are the labels)
+TAIDPT_NAMES = {"motorcycle": "motor bike", "airplane": "aeroplane"}
+
+
+def taidpt_name(label: str) -> str:
+    """The name TaI-DPT writes for `label` (in its prompts and template sentences)."""
+    return TAIDPT_NAMES.get(label, label)
 
 
 def label_phrase(label: str) -> str:

@@ -59,7 +59,7 @@ def lemma(word: str) -> str:
         return word[:-3] + "y"
     if word.endswith(("sses", "shes", "ches", "xes", "zzes")):
         return word[:-2]
-    if word.endswith("oes") and len(word) > 4:
+    if word.endswith("oes") and len(word) > 5:  # tomatoes, heroes; not toes, floes, oboes
         return word[:-2]
     if word.endswith(("ss", "us", "is")):
         return word

@@ -7,6 +7,13 @@
 #   bash scripts/mutation_check.sh                        # losses.py and scoring.py, their tests
 #   MODULES="llm_knowledge/labelling.py" TESTS="tests/test_llm_labelling.py" bash scripts/mutation_check.sh
 #   JOBS=2 KEEP=1 bash scripts/mutation_check.sh          # 2 test processes; keep the work folder
+#   TIMEOUT_MULTIPLIER=15 bash scripts/mutation_check.sh   # mutmut's own default (see below)
+#
+# A mutant whose tests run longer than TIMEOUT_MULTIPLIER * (their measured time + 1 s) of wall
+# time (or twice that of CPU time) is stopped and counted "timeout" (mutmut's timeout_multiplier
+# and timeout_constant). mutmut's default multiplier, 15, makes each never-ending loop (e.g. a
+# mutant of Labeller.find's) wait minutes; the default here, 8, leaves room for each mutant's own
+# pytest start on a loaded machine (3 stopped honest runs of tests/test_text_features.py).
 #
 # The tree (tracked and untracked, not ignored files) is copied to a temporary folder and
 # mutmut runs there, so the working tree never gets mutmut's `mutants/` folder. Prints
@@ -17,6 +24,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 MODULES="${MODULES:-hiprompt/model/losses.py hiprompt/model/scoring.py}"
 TESTS="${TESTS:-tests/test_method.py tests/test_baseline_losses.py tests/test_dualcoop.py}"
 JOBS="${JOBS:-1}"
+TIMEOUT_MULTIPLIER="${TIMEOUT_MULTIPLIER:-8}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/hiprompt-mutation.XXXXXX")"
 if [[ -z "${KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "work folder: $WORK"; fi
 
@@ -28,6 +36,16 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 done
 
 cd "$WORK"
+# In the work copy only: tqdm's bars share one lock across processes (a multiprocessing lock
+# made in mutmut's main process and inherited by every forked mutant); a mutant stopped while it
+# holds it (a timeout) leaves it held, and every later mutant that draws a bar then hangs until
+# its own timeout. A lock of each process's own, and no monitor thread, make the mutants
+# independent (bars are drawn the same).
+if [[ -f tests/conftest.py ]]; then
+    printf '\n\n# scripts/mutation_check.sh: a per-process tqdm lock (see there)\n%s\n' \
+        'import threading as _threading; import tqdm as _tqdm; _tqdm.tqdm.monitor_interval = 0; _tqdm.tqdm.set_lock(_threading.RLock())' \
+        >> tests/conftest.py
+fi
 {
     # the packages are copied whole (imports resolve inside mutants/); only MODULES are mutated
     echo "[mutmut]"
@@ -40,6 +58,8 @@ cd "$WORK"
     for extra in train.py trainers datasets configs knowledge scripts data; do
         [[ -e "$extra" ]] && echo "    $extra"
     done
+    echo "timeout_multiplier = $TIMEOUT_MULTIPLIER"
+    echo "timeout_constant = 1.0"
     printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
     echo "pytest_add_cli_args_test_selection ="
     for test in $TESTS; do echo "    $test"; done

@@ -14,10 +14,10 @@ tolerance, so that the assertion on the library's value would catch that bug.
 """
 
 import numpy as np
+import objective_reference as ref
 import pytest
 import torch
 
-import objective_reference as ref
 import train
 from hiprompt.baselines.dualcoop import DualCoOpModel
 from hiprompt.model.method import PromptedCLIP
@@ -67,10 +67,14 @@ def reference_parts(hp, eot, tokens, mask, labels, global_emb, local_emb, hand, 
         parts["rank_local"] = ref.ranking_loss(ref.local_scores(tokens, local_emb, hp.TAU_TEXT, mask), labels,
                                                hp.MARGIN, hp.LOGIT_SCALE)
         total += parts["rank_local"]
-    if hp.ORDER_LOSS:
-        parts["order"] = ref.order_loss(global_emb, hand, hp.ORDER_TEMP)
+    if hp.ORDER_LOSS:  # ref.order_loss(p, q) is KL(D_p ‖ D_q)
+        def kl(learned):
+            pair = (hand, learned) if hp.ORDER_DIRECTION == "hand_to_learned" else (learned, hand)
+            return ref.order_loss(*pair, hp.ORDER_TEMP)
+
+        parts["order"] = kl(global_emb)
         if hp.LOCAL_BRANCH:
-            parts["order"] += ref.order_loss(local_emb, hand, hp.ORDER_TEMP)
+            parts["order"] += kl(local_emb)
         total += hp.LAMBDA_ORDER * parts["order"]
     parts["loss"] = total
     return parts
@@ -85,7 +89,7 @@ def test_hierarchical_objective_at_the_paper_settings_equals_the_equations(tiny_
     hp = cfg_of("HierarchicalCoOp").TRAINER.HIPROMPT
     assert (hp.LAMBDA_ORDER, hp.ORDER_TEMP, hp.TAU_TEXT, hp.LOGIT_SCALE, hp.MARGIN) == (0.2, 0.1, 0.02, 4.0, 1.0)
     assert hp.LOCAL_BRANCH and hp.ORDER_LOSS and not hp.TEXT_START_TOKEN and hp.RANK_REDUCTION == "sum"
-    assert hp.ORDER_DIRECTION == "learned_to_hand"
+    assert hp.ORDER_DIRECTION == "hand_to_learned"
     torch.manual_seed(0)
     model = PromptedCLIP(tiny_clip, CLASSES, GROUPS, hp)
     spread_contexts(model)
@@ -106,12 +110,14 @@ def test_hierarchical_objective_at_the_paper_settings_equals_the_equations(tiny_
     assert loss.item() == pytest.approx(want["loss"], rel=REL)
 
     # the inputs make every term, weight and temperature count
-    order_g = ref.order_loss(global_emb, hand, hp.ORDER_TEMP)
+    order_g = ref.order_loss(hand, global_emb, hp.ORDER_TEMP)  # KL(D_hand ‖ D_learned)
     order_l = want["order"] - order_g
     assert far(want["loss"], want["loss"] - hp.LAMBDA_ORDER * want["order"])  # λ1 dropped (term gone)
     assert far(want["loss"], want["loss"] + (1 - hp.LAMBDA_ORDER) * want["order"])  # λ1 dropped (weight 1)
     assert far(want["order"], order_g) and far(want["order"], 2 * order_g)  # local order term dropped / = global
-    assert far(order_l, ref.order_loss(local_emb, hand, 1.0))  # order temperature dropped
+    assert far(order_l, ref.order_loss(hand, local_emb, 1.0))  # order temperature dropped
+    assert far(want["order"], ref.order_loss(global_emb, hand, hp.ORDER_TEMP)
+               + ref.order_loss(local_emb, hand, hp.ORDER_TEMP))  # the other direction
     assert far(want["rank_local"], ref.ranking_loss(
         ref.local_scores(tokens.numpy(), local_emb, 1.0, mask.numpy()), LABELS, 1.0, 4.0))  # τ_text dropped
     assert far(want["rank_local"], ref.ranking_loss(
@@ -126,11 +132,11 @@ def test_hierarchical_objective_at_the_paper_settings_equals_the_equations(tiny_
 def test_objective_takes_the_embeddings_given_and_the_settings_away_from_their_defaults(tiny_clip):
     """`text_loss` with class embeddings passed in (the trainer passes them, computed under its
     autocast) scores with those, not the prompts' own; RANK_REDUCTION mean and ORDER_DIRECTION
-    hand_to_learned (KL(D_hand ‖ D_learned)) reach both branches' terms."""
+    learned_to_hand (KL(D_learned ‖ D_hand)) reach both branches' terms."""
     cfg = cfg_of("HierarchicalCoOp")
     cfg.defrost()
     hp = cfg.TRAINER.HIPROMPT
-    hp.RANK_REDUCTION, hp.ORDER_DIRECTION = "mean", "hand_to_learned"
+    hp.RANK_REDUCTION, hp.ORDER_DIRECTION = "mean", "learned_to_hand"
     torch.manual_seed(0)
     model = PromptedCLIP(tiny_clip, CLASSES, GROUPS, hp)
     gen = torch.Generator().manual_seed(3)
@@ -147,14 +153,14 @@ def test_objective_takes_the_embeddings_given_and_the_settings_away_from_their_d
     rank = {name: ref.ranking_loss(scores, LABELS, hp.MARGIN, hp.LOGIT_SCALE, reduction="mean")
             for name, scores in (("rank_global", ref.global_scores(eot.numpy(), global_emb)),
                                  ("rank_local", ref.local_scores(tokens.numpy(), local_emb, hp.TAU_TEXT, mask.numpy())))}
-    order = ref.order_loss(hand, global_emb, hp.ORDER_TEMP) + ref.order_loss(hand, local_emb, hp.ORDER_TEMP)
+    order = ref.order_loss(global_emb, hand, hp.ORDER_TEMP) + ref.order_loss(local_emb, hand, hp.ORDER_TEMP)
     for name, value in {**rank, "order": order}.items():
         assert parts[name] == pytest.approx(value, rel=REL), name
     assert loss.item() == pytest.approx(rank["rank_global"] + rank["rank_local"] + hp.LAMBDA_ORDER * order, rel=REL)
     # the defaults would give other numbers on these inputs
     assert far(rank["rank_global"], ref.ranking_loss(ref.global_scores(eot.numpy(), global_emb), LABELS, hp.MARGIN,
                                                      hp.LOGIT_SCALE))
-    assert far(order, ref.order_loss(global_emb, hand, hp.ORDER_TEMP) + ref.order_loss(local_emb, hand, hp.ORDER_TEMP))
+    assert far(order, ref.order_loss(hand, global_emb, hp.ORDER_TEMP) + ref.order_loss(hand, local_emb, hp.ORDER_TEMP))
 
 
 def test_hierarchical_objective_normalises_along_the_feature_dimension(tiny_clip):

@@ -84,3 +84,77 @@ def test_a_byte_order_mark_is_not_part_of_the_first_caption(tmp_path):
     coco = coco_captions_file(tmp_path / "captions_val2017.json", ["a dog.", "a red car."])
     coco.write_bytes(b"\xef\xbb\xbf" + coco.read_bytes())
     assert read_captions(coco) == ["a dog.", "a red car."]
+
+
+# -- TaI-DPT's training text (guozix/TaI-DPT 1333eca, datasets/coco2014_distill.py, nuswide_distill.py) --
+def test_templates_are_taidpts_89_sentences_per_class_with_its_names():
+    from llm_knowledge.captions import IMAGENET_TEMPLATES, template_records
+
+    records = template_records(["motorcycle", "dog"])
+    assert len(IMAGENET_TEMPLATES) == len(set(IMAGENET_TEMPLATES)) == 80
+    assert len(records) == 2 * 89
+    bike = [r["text"] for r in records[:89]]
+    assert bike[:9] == ["a photo of a motor bike."] * 9  # default_prompt_num - 1 copies of prompt_template
+    assert bike.count("a photo of a motor bike.") == 10  # ... and once more among the ImageNet templates
+    assert bike[9] == "a bad photo of a motor bike." and bike[-1] == "a tattoo of the motor bike."
+    assert records[89]["text"] == "a photo of a dog."
+    assert {tuple(r["found"]) for r in records[:89]} == {("motorcycle",)}  # label[i] = 1: one class
+    assert {tuple(r["asked"]) for r in records[89:]} == {("dog",)}
+
+
+def authors_cap(labels, cap):
+    """nuswide_distill.py written out: count_list = argsort(class counts); each caption to the first
+    class of count_list it has; per class the first `cap` in order (ties of counts: class order)."""
+    labels = np.asarray(labels)
+    count_list = np.argsort(labels.sum(axis=0), kind="stable")
+    label_idx2capid = {c: [] for c in range(labels.shape[1])}
+    for i, cur_label in enumerate(labels):
+        for lidx in count_list:
+            if cur_label[lidx] > 0.5:
+                label_idx2capid[lidx].append(i)
+                break
+    return sorted(i for c in label_idx2capid for i in label_idx2capid[c][:min(cap, len(label_idx2capid[c]))])
+
+
+def test_each_caption_goes_to_its_rarest_class_capped():
+    from llm_knowledge.captions import cap_per_rarest_class
+
+    found = [["dog", "cat"], ["dog"], ["dog", "car"], ["cat"], ["dog", "cat"], ["car", "bus"], ["dog"]]
+    records = [{"text": str(i), "found": f} for i, f in enumerate(found)]
+    # counts: dog 5, cat 3, car 2, bus 1 -> rarest first: bus, car, cat, dog
+    # owners: cat, dog, car, cat, cat, bus, dog; a cap of 2 drops the third cat (4) and nothing else
+    kept = cap_per_rarest_class(records, CLASSES, 2)
+    assert [r["text"] for r in kept] == ["0", "1", "2", "3", "5", "6"]
+    labels = [[int(c in f) for c in CLASSES] for f in found]
+    for cap in (1, 2, 3, 1000):
+        assert [int(r["text"]) for r in cap_per_rarest_class(records, CLASSES, cap)] == authors_cap(labels, cap)
+
+
+def test_sampling_is_seeded_and_keeps_file_order():
+    from llm_knowledge.captions import sample_captions
+
+    captions = [f"caption {i}" for i in range(50)]
+    picked = sample_captions(captions, 7, seed=3)
+    assert len(picked) == 7 == len(set(picked)) and picked == sorted(picked, key=captions.index)
+    assert picked == sample_captions(captions, 7, seed=3) != sample_captions(captions, 7, seed=4)
+    assert sample_captions(captions, 0) == sample_captions(captions, 118287) == captions
+
+
+def test_recipe_taidpt_on_coco_adds_7120_template_sentences_and_ids_select_captions(tmp_path):
+    source = coco_captions_file(tmp_path / "captions_train2017.json", [
+        "A dog sitting next to a cat.", "A red car parked by the road.", "A view of the mountains.",
+        "Two buses and a car on a street."])
+    ids = tmp_path / "ids.json"
+    ids.write_text("[3, 0, 2]")
+    out = tmp_path / "knowledge"
+    assert main(["--classes", "coco", "--captions", str(source), "--caption-ids", str(ids), "--recipe", "taidpt",
+                 "--out", str(out)]) == 0
+    corpus = KnowledgeFolder(out).corpus()
+    assert corpus.texts[:2] == ["Two buses and a car on a street.", "A dog sitting next to a cat."]
+    assert len(corpus.texts) == 2 + 80 * 89  # TaI-DPT's 7,120 more on COCO
+    assert "a photo of a aeroplane." in corpus.texts
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["captions"] == {"read": 3, "labelled": 2, "naming_no_class": 1}
+    assert manifest["taidpt"]["templates"] == 7120 and manifest["taidpt"]["sampled"]["count"] == 3
+    assert main(["--classes", str(write_classes(tmp_path)), "--captions", str(source), "--recipe", "taidpt",
+                 "--out", str(tmp_path / "other")]) == 2  # TaI-DPT's values exist for its data sets only

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from yacs.config import CfgNode
 
 import train
-from conftest import REPO
 from hiprompt.config import RULES, ConfigError, get_cfg_default, merge_file, validate_cfg
 
 TINY = ["--trainer", "HierarchicalCoOp", "--config-file", "configs/trainers/HierarchicalCoOp/tiny.yaml",
@@ -309,3 +309,166 @@ def test_train_py_exits_2_without_traceback_unless_debug(tmp_path):
                       "expected the node content, but found '<stream end>')"]
     debug = subprocess.run(command + ["--debug"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+# Every default as its source gives it (the comments in hiprompt/config.py name the same sources)
+DOCUMENTED_DEFAULTS = {
+    # the paper (§4.1 and Table 4): SGD, lr 0.002, 10 epochs, lr x 0.1 at epochs 2 and 5, RN50 at
+    # 224 px, 16/8/4/4 context tokens of 32, λ1 = 0.2, λ2 = 0.65, margin 1, both branches and the order loss
+    "OPTIM.NAME": "sgd", "OPTIM.LR": 0.002, "OPTIM.MAX_EPOCH": 10, "OPTIM.LR_SCHEDULER": "multi_step",
+    "OPTIM.STEPSIZE": (2, 5), "OPTIM.GAMMA": 0.1, "MODEL.BACKBONE.NAME": "RN50", "MODEL.BACKBONE.WEIGHTS": "openai",
+    "INPUT.SIZE": (224, 224), "TRAINER.HIPROMPT.N_CTX_SHARED": 16, "TRAINER.HIPROMPT.N_CTX_COARSE": 8,
+    "TRAINER.HIPROMPT.N_CTX_FINE": 4, "TRAINER.HIPROMPT.N_CTX_CLASS": 4, "TRAINER.HIPROMPT.LAMBDA_ORDER": 0.2,
+    "TRAINER.HIPROMPT.LAMBDA_FUSE": 0.65, "TRAINER.HIPROMPT.MARGIN": 1.0, "TRAINER.HIPROMPT.LOCAL_BRANCH": True,
+    "TRAINER.HIPROMPT.ORDER_LOSS": True, "TRAINER.HIPROMPT.ORDER_DIRECTION": "hand_to_learned",
+    "TRAINER.HIPROMPT.RANK_REDUCTION": "sum", "TRAINER.HIPROMPT.LEARNED_NAME": "label",
+    "DATASET.TEXT.KIND": "all", "TEST.PROTOCOL": "paper",
+    # TaI-DPT (its configs and code): logit scale 4, τ_text 1/50, τ_image 1/40, the template, the
+    # COCO split and rules, VOC's difficult objects negative
+    "TRAINER.HIPROMPT.LOGIT_SCALE": 4.0, "TRAINER.HIPROMPT.TAU_TEXT": 1 / 50, "TRAINER.HIPROMPT.TAU_IMAGE": 1 / 40,
+    "TRAINER.HIPROMPT.TEMPLATE": "a photo of a {}.", "DATASET.TEST_SPLIT": "val2014",
+    "DATASET.KEEP_UNANNOTATED": True, "DATASET.VOC_DIFFICULT": "negative",
+    # Dassl (CoOp inherits them): weight decay, momentum, the warm-up's names and values, workers
+    "OPTIM.WEIGHT_DECAY": 5e-4, "OPTIM.MOMENTUM": 0.9, "OPTIM.WARMUP_EPOCH": 0, "OPTIM.WARMUP_TYPE": "linear",
+    "OPTIM.WARMUP_CONS_LR": 1e-5, "OPTIM.WARMUP_MIN_LR": 1e-5, "DATALOADER.NUM_WORKERS": 4, "VERSION": 1,
+    "OUTPUT_DIR": "./output", "RESUME": "", "SEED": -1, "USE_CUDA": True, "VERBOSE": True, "DATASET.ROOT": "",
+    "DATASET.NAME": "", "TEST.NO_TEST": False, "TEST.SPLIT": "test", "TEST.FINAL_MODEL": "last_step",
+    "MODEL.INIT_WEIGHTS": "", "TRAINER.NAME": "", "INPUT.INTERPOLATION": "bicubic",
+    # CoOp: the context's random start and its options' defaults
+    "TRAINER.HIPROMPT.CTX_STD": 0.02, "TRAINER.HIPROMPT.CTX_INIT": "", "TRAINER.HIPROMPT.CLASS_TOKEN_POSITION": "end",
+    # DualCoOp (its code: utils/build_cfg.py, opts.py, models/dualcoop.py, utils/asymmetric_loss.py)
+    "TRAINER.DUALCOOP.TRAIN_DATA": "images", "TRAINER.DUALCOOP.N_CTX": 16, "TRAINER.DUALCOOP.CSC": False,
+    "TRAINER.DUALCOOP.CTX_STD": 0.02, "TRAINER.DUALCOOP.LABEL_PORTION": 1.0, "TRAINER.DUALCOOP.SPATIAL_SCALE": 20.0,
+    "TRAINER.DUALCOOP.SCALE": 5.0, "TRAINER.DUALCOOP.GAMMA_NEG": 2.0, "TRAINER.DUALCOOP.GAMMA_POS": 1.0,
+    "TRAINER.DUALCOOP.CLIP": 0.05, "TRAINER.DUALCOOP.LOSS_WEIGHT": 1.0, "TEST.THRESHOLD": 0.5,
+    # measured in the toy world (docs/results-toy.md): 32 descriptions per step
+    "DATALOADER.TRAIN_X.BATCH_SIZE": 32,
+    # this project's own choices, each with its reason in hiprompt/config.py
+    "TRAINER.HIPROMPT.ORDER_TEMP": 0.1, "TRAINER.HIPROMPT.TEXT_START_TOKEN": False, "TRAINER.HIPROMPT.PREC": "auto",
+    "TRAINER.HIPROMPT.PROMPT_ENCODING": "tree", "MODEL.BACKBONE.ACTIVATION": "auto",
+    "MODEL.BACKBONE.DENSE_POS_EMBED": True, "MODEL.BACKBONE.GLOBAL_POS_EMBED": True,
+    "MODEL.BACKBONE.DENSE_MEAN_TOKEN": False, "TEST.EVALUATOR": "MultiLabelEvaluator", "TEST.METRICS": "hiprompt",
+    "TEST.SAVE_SCORES": False, "INPUT.TEST_RESIZE": "square", "DATASET.ALLOW_MISSING_IMAGES": False,
+    "DATASET.CSV": "", "DATASET.CLASSNAMES_FILE": "", "DATASET.TRAIN_SPLIT": "", "DATASET.TRAIN_CSV": "",
+    "DATASET.TEXT.NAME": "LLMKnowledgeText", "DATASET.TEXT.DIR": "", "DATASET.TEXT.LABELS": "both",
+    "DATASET.TEXT.HOLDOUT": 0.0, "DATASET.TEXT.FEATURE_BUDGET_GB": 64.0, "DATALOADER.TEST.BATCH_SIZE": 64,
+    "TRAIN.PRINT_FREQ": 20, "TRAIN.CHECKPOINT_FREQ": 1, "CACHE_DIR": "",
+}
+
+
+def _lookup(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("key", sorted(DOCUMENTED_DEFAULTS))
+def test_every_default_is_the_documented_one(key):
+    """Value and type (yacs refuses a value of another type on merge)."""
+    value, expected = _lookup(get_cfg_default(), key), DOCUMENTED_DEFAULTS[key]
+    assert value == expected and type(value) is type(expected), (value, expected)
+
+
+def test_pixel_statistics_are_clips_own():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    cfg = get_cfg_default()
+    assert cfg.INPUT.PIXEL_MEAN == list(OPENAI_DATASET_MEAN) and cfg.INPUT.PIXEL_STD == list(OPENAI_DATASET_STD)
+
+
+def test_the_project_schedule_and_evaluator_replace_dassls_defaults():
+    """On a Dassl base config (single_step at (-1,), the single-label evaluator) `extend_cfg`
+    sets this project's schedule and the multi-label evaluator."""
+    from hiprompt.config import _base_defaults, extend_cfg
+
+    dassl = _base_defaults()
+    dassl.OPTIM.LR_SCHEDULER, dassl.OPTIM.STEPSIZE, dassl.TEST.EVALUATOR = "single_step", (-1,), "Classification"
+    cfg = extend_cfg(dassl)
+    assert (cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.STEPSIZE, cfg.TEST.EVALUATOR) == ("multi_step", (2, 5),
+                                                                                "MultiLabelEvaluator")
+
+
+# -- the rule builders themselves (RULES is built once at import; these build rules afresh) ----
+@pytest.mark.parametrize("args, kwargs, text, inside, outside", [
+    ((0, 1), {"high_open": True}, "a number in [0, 1)", [0, 0.5, 0.999], [1, -0.001, True, "0.5", None, math.nan]),
+    ((0,), {"low_open": True}, "a number in (0, inf]", [1e-9, 1e300, 3], [0, -1, math.nan]),
+    ((1,), {"integer": True}, "an integer in [1, inf]", [1, 5], [0, 1.0, True, 2.5]),
+    ((), {}, "a number in [-inf, inf]", [-1e9, 0, 2.5], [math.nan, "x", None, False]),
+    ((None, 5), {"integer": True}, "an integer in [-inf, 5]", [-3, 5], [6, 5.0]),
+    ((-1, 2), {"low_open": True, "high_open": True}, "a number in (-1, 2)", [-0.999, 0, 1.999], [-1, 2, 2.001]),
+    ((-1, 2), {}, "a number in [-1, 2]", [-1, 2], [-1.001, 2.001]),
+])
+def test_number_rule(args, kwargs, text, inside, outside):
+    from hiprompt.config import _number
+
+    check, written = _number(*args, **kwargs)
+    assert written == text
+    assert [check(v) for v in inside] == [True] * len(inside)
+    assert [check(v) for v in outside] == [False] * len(outside)
+
+
+def test_list_choice_and_kind_rules():
+    from hiprompt.config import _choice, _each, _number, _text_kinds
+    from hiprompt.data.knowledge import KINDS
+
+    check, text = _each(_number(0, low_open=True), length=3)
+    assert text == "3 values, each a number in (0, inf]"
+    assert check([1, 2, 3]) and check((0.5, 1, 2))
+    assert not any(check(v) for v in ([1, 2], [1, 2, 3, 4], [1, 2, 0], "abc", [], 5, None))
+    check, text = _each(_number())
+    assert text == "one or more values, each a number in [-inf, inf]"
+    assert check([1]) and check([1, 2, 3, 4]) and not check([]) and not check(["a"])
+
+    check, text = _choice("a", "b")
+    assert text == "one of a, b" and check("a") and check("b") and not check("c") and not check(None)
+
+    check, text = _text_kinds()
+    assert text == f"all, or one or a comma list of {', '.join(KINDS)}"
+    assert all(check(v) for v in ("all", "coarse", "coarse, fine", "relation,caption", ",".join(KINDS)))
+    assert not any(check(v) for v in ("ALL", "nope", "coarse,nope", "coarse;fine", 3, None, ""))
+
+
+def test_result_settings_are_every_setting_outside_the_neutral_ones():
+    """Written out independently: walk the schema, leave out a key listed in RESUME_NEUTRAL or
+    under a listed node ("TEST."), tuples as lists."""
+    from yacs.config import CfgNode as CN
+
+    from hiprompt.config import RESUME_NEUTRAL, result_settings
+
+    cfg = get_cfg_default()
+    expected = {}
+    stack = [("", cfg)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, CN):
+                stack.append((f"{prefix}{key}.", value))
+                continue
+            name = prefix + key
+            neutral = name in RESUME_NEUTRAL or any(k.endswith(".") and name.startswith(k) for k in RESUME_NEUTRAL)
+            if not neutral:
+                expected[name] = list(value) if isinstance(value, tuple) else value
+    settings = result_settings(cfg)
+    assert settings == expected
+    assert settings["OPTIM.STEPSIZE"] == [2, 5] and settings["TRAINER.HIPROMPT.LAMBDA_ORDER"] == 0.2
+    assert not {"OUTPUT_DIR", "TEST.METRICS", "INPUT.SIZE", "TRAINER.HIPROMPT.LAMBDA_FUSE"} & set(settings)
+
+
+def test_apply_settings_sets_each_key_and_refuses_what_is_no_setting():
+    from hiprompt.config import apply_settings
+
+    cfg = apply_settings(get_cfg_default(), {"OPTIM.STEPSIZE": [3, 7], "OPTIM.LR": 0.5, "SEED": 4,
+                                             "TRAINER.HIPROMPT.TEMPLATE": "{}."})
+    assert cfg.OPTIM.STEPSIZE == (3, 7) and cfg.OPTIM.LR == 0.5 and cfg.SEED == 4
+    assert cfg.TRAINER.HIPROMPT.TEMPLATE == "{}." and cfg.INPUT.PIXEL_MEAN == get_cfg_default().INPUT.PIXEL_MEAN
+    assert apply_settings(get_cfg_default(), {"INPUT.PIXEL_MEAN": [0.5, 0.5, 0.5]}).INPUT.PIXEL_MEAN == [0.5] * 3
+    for key in ("OPTIM.NOPE", "NOPE.LR", "OPTIM", "OPTIM.LR.X", "OPTIM.LR.X.Y", "TRAINER.HIPROMPT"):
+        with pytest.raises(ConfigError) as error:
+            apply_settings(get_cfg_default(), {key: 1})
+        assert str(error.value) == f"unknown setting {key}: not a key of hiprompt/config.py's schema"
+
+
+def test_a_scalar_for_a_whole_node_is_refused_by_yacs(tmp_path):
+    (tmp_path / "bad.yaml").write_text("OPTIM: 3\n")
+    with pytest.raises(ValueError, match=r"(?s)Type mismatch .* for config key: OPTIM$"):
+        merge_file(get_cfg_default(), tmp_path / "bad.yaml")

@@ -13,7 +13,7 @@ LAYERS = (
     r"hiprompt\.clip(\..*)?",  # the CLIP wrapper
     r"hiprompt\.(model|data)(\..*)?",  # the method; readers, transforms, knowledge folders
     r"hiprompt\.cache(\..*)?|hiprompt\.baselines\.(dualcoop|partial_labels)"
-    r"|hiprompt\.training\.(build|metrics|runs)",  # caches; baseline models; what a config builds
+    r"|hiprompt\.training\.(build|metrics|runs|protocol)",  # caches; baseline models; what a config builds
     r"hiprompt\.config",  # the schema: imports the choice lists of the layers below
     r"hiprompt\.training(\..*)?|hiprompt\.toyworld(\..*)?|llm_knowledge(\..*)?",  # training; the LLM stage
     r"hiprompt\.baselines\.dualcoop_training",  # a baseline's training, on the shared one

@@ -332,3 +332,80 @@ def test_plurals_are_matched_by_their_lemma():
     assert plain.find("Two buses, three knives and many people.") == ["bus", "knife", "person"]
     assert plain.find("The mice and the puppies.") == ["mouse", "puppy"]
     assert plain.find("A glass of water.") == ["glass"]  # a word ending in s that is no plural
+
+
+@pytest.mark.parametrize("word, expected", [
+    ("abs", "abs"), ("lies", "lie"), ("flies", "fly"), ("cities", "city"), ("classes", "class"),
+    ("churches", "church"), ("buzzes", "buzz"), ("toes", "toe"), ("floes", "floe"), ("oboes", "oboe"),
+    ("heroes", "hero"), ("echoes", "echo"), ("fungus", "fungus"), ("analysis", "analysis"), ("boss", "boss"),
+])
+def test_lemma_at_each_rules_edge(word, expected):
+    """Three letters are kept; -ies from five letters; -sses, -ches, -zzes lose -es; -oes loses
+    -es from six letters (a five-letter -oes word is a singular in -oe + s); -us, -is, -ss stay."""
+    assert lemma(word) == expected
+
+
+def test_to_leads_a_verb_unless_it_ends_a_preposition():
+    labeller = Labeller(["sink"], rules=_rules(verbs=("sink",), verb_leads=("to",), objects=("it",)))
+    assert labeller.find("I want to sink.") == []  # "to" + verb
+    assert labeller.find("To sink.") == []  # "to" first: nothing before it to make it a preposition
+    assert labeller.find("Next to sink.") == ["sink"]  # "next to" (the earliest place: words 0 and 1)
+    assert labeller.find("A cat sat close to sink.") == ["sink"]
+
+
+def test_a_verb_homograph_first_is_led_by_nothing():
+    """At the start the word before is no word (not the sentence's last one)."""
+    labeller = Labeller(["sink"], rules=_rules(verbs=("sink",), verb_leads=("can",)))
+    assert labeller.find("Sink, you can") == ["sink"]
+
+
+def test_a_measure_right_at_the_end_still_counts():
+    labeller = Labeller(["bear"], rules=_rules(verbs=("bear",), objects=("the",), measures=("size",)))
+    assert labeller.find("A bear the size") == ["bear"]  # "the size" ends the text
+    assert labeller.find("I bear the cost") == []
+
+
+def test_a_proper_name_right_after_the_first_word_and_acronyms():
+    labeller = Labeller(["apple", "tv"], rules=_rules(proper_names=("apple", "tv")))
+    assert labeller.find("Buy Apple shares.") == []  # capitalised inside the sentence: the company
+    assert labeller.find("Apple pie.") == ["apple"]  # capitalised as the first word says nothing
+    assert labeller.find("Two TVs here.") == ["tv"]  # all capitals (an acronym) is no name
+
+
+def test_comparison_gap_and_a_one_word_comparison_first():
+    labeller = Labeller(["dog"], rules=_rules(comparisons=("bigger than", "like")))
+    assert labeller.find("It is bigger than a small dog.") == []  # two words between
+    assert labeller.find("It is bigger than a very small dog.") == ["dog"]  # three: beyond COMPARISON_GAP
+    assert labeller.find("Like a dog.") == []  # the comparison is the first word
+
+
+def test_the_earlier_class_keeps_a_phrase_that_two_classes_claim_and_empty_phrases_are_skipped():
+    labeller = Labeller(["car", "automobile"], {"automobile": ["car", "!!!"]}, rules=ContextRules())
+    assert labeller.find("A car.") == ["car"] and labeller.find("An automobile.") == ["automobile"]
+    assert () not in labeller._phrases
+
+
+def test_no_classes_find_nothing():
+    assert Labeller([]).find("A dog.") == []
+
+
+def test_nouns_only_reads_a_singular_in_s_as_singular():
+    labeller = Labeller(["glass"], rules=ContextRules.from_tables({}, (), ("glass",), {}, (), (), ()))
+    assert labeller.find("A glass door.") == []  # not plural: an adjective before a noun
+    assert labeller.find("A glass.") == ["glass"]
+
+
+def test_a_nouns_only_phrase_at_the_very_end_with_longer_phrases_about():
+    labeller = Labeller(["orange", "hot dog"], rules=ContextRules.from_tables({}, (), ("orange",), {}, (), (), ()))
+    assert labeller.find("I ate an orange") == ["orange"]
+    assert labeller.find("A hot dog") == ["hot dog"]
+
+
+def test_rules_digest_is_the_hash_of_the_labeller_and_its_tables():
+    import hashlib
+
+    from llm_knowledge import labelling, synonyms
+    from llm_knowledge.labelling import rules_digest
+
+    expected = hashlib.sha256(Path(labelling.__file__).read_bytes() + Path(synonyms.__file__).read_bytes())
+    assert rules_digest() == expected.hexdigest()

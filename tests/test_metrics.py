@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,84 @@ def test_fewer_classes_than_k_predicts_every_class():
     m = multilabel_metrics(scores, labels, topk=3)
     # each image predicts both classes: TP 3 of 4 predictions, 3 ground truth; P@3 = 3 / (3 * 2)
     assert m["P@3"] == pytest.approx(50.0) and m["OP"] == pytest.approx(75.0) and m["R@3"] == pytest.approx(100.0)
+
+
+def test_unsigned_integer_scores_rank_as_numbers():
+    """Vote counts in uint8 rank by value: negating them without the float cast would wrap
+    around (-1 -> 255) and reverse the ranking. Checked against sklearn and the loop above."""
+    scores = np.array([[3, 1, 0, 2], [0, 2, 5, 1], [1, 4, 2, 0], [2, 0, 1, 3]], dtype=np.uint8)
+    labels = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 0], [1, 0, 0, 1]])
+    m = multilabel_metrics(scores, labels, topk=2)
+    expected_ap = [average_precision_score(labels[:, c], scores[:, c].astype(float)) for c in range(4)]
+    assert m["per_class_AP"] == pytest.approx([100 * ap for ap in expected_ap])
+    tp, predicted, _, _ = _independent_topk(scores.astype(float), labels, 2)
+    assert (tp, predicted) == (7, 8)
+    assert m["P@2"] == pytest.approx(100 * 7 / 8) and m["R@2"] == pytest.approx(100 * 7 / 7)
+
+
+def test_ignore_given_as_zeros_and_ones():
+    """An ignore mask of 0/1 integers reads as the booleans (not as ~1 = -2, ~0 = -1); the
+    numbers of test_ignored_entries_leave_ranking_and_topk."""
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6]])
+    labels = np.array([[0, 1], [1, 0], [0, 1]])
+    m = multilabel_metrics(scores, labels, ignore=np.array([[1, 0], [0, 0], [0, 0]]), topk=1)
+    assert m["per_class_AP"][0] == pytest.approx(100.0)
+    assert m["P@1"] == pytest.approx(100.0) and m["R@1"] == pytest.approx(100.0)
+
+
+def test_no_hit_gives_zero_f1_not_a_division():
+    """Every top-1 prediction wrong: P, R and every F1 are 0 (the harmonic mean of 0 and 0 is 0)."""
+    scores = np.array([[0.9, 0.1], [0.2, 0.8]])
+    labels = np.array([[0, 1], [1, 0]])
+    m = multilabel_metrics(scores, labels, topk=1)
+    for name in ("P@1", "R@1", "F1@1", "CP", "CR", "CF1", "OP", "OR", "OF1"):
+        assert m[name] == 0.0, name
+    assert m["mAP"] == pytest.approx(50.0)  # each class: its positive ranked second of two
+
+
+@pytest.mark.parametrize("case", ["no images", "no positive", "all ignored"])
+def test_degenerate_inputs_give_zeros(case):
+    """Nothing to divide by: no image (P@k, OP), no positive label (R@k, mAP, CP, CR), nothing
+    predicted (OP): each metric is 0, never a division error or a 100."""
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]])
+    labels, ignore = np.array([[1, 0, 1], [0, 1, 0]]), None
+    if case == "no images":
+        scores, labels = scores[:0], labels[:0]
+    elif case == "no positive":
+        labels = np.zeros_like(labels)
+    else:
+        ignore = np.ones(scores.shape, dtype=bool)
+    with pytest.warns(UserWarning, match="3 of 3 classes have no positive"):
+        m = multilabel_metrics(scores, labels, ignore=ignore)
+    for name in ("mAP", "F1@3", "P@3", "R@3", "CP", "CR", "CF1", "OP", "OR", "OF1"):
+        assert m[name] == 0.0, name
+    assert m["num_images"] == len(scores) and m["num_classes_evaluated"] == 0 and m["per_class_AP"] == [None] * 3
+
+
+def test_missing_positive_warning_points_at_the_caller():
+    """The whole warning text, attributed (stacklevel 2) to the caller, not to metrics.py
+    (under mutmut a trampoline frame stands between, so only "not metrics.py" is asserted)."""
+    with pytest.warns(UserWarning) as record:
+        multilabel_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [1, 0]]))
+    assert len(record) == 1
+    assert str(record[0].message) == ("1 of 2 classes have no positive image; "
+                                      "they are left out of mAP and the per-class metrics")
+    assert Path(record[0].filename).name != "metrics.py"
+
+
+@pytest.mark.parametrize(
+    "scores, labels, kwargs, message",
+    [
+        (np.zeros((2, 3)), np.zeros((2, 2)), {}, r"scores (2, 3) and labels (2, 2) must both be [N, C]"),
+        (np.zeros(3), np.zeros(3), {}, r"scores (3,) and labels (3,) must both be [N, C]"),
+        (np.array([[np.inf, 0.0]]), np.array([[1, 0]]), {}, "scores contain NaN or infinite values"),
+        (np.zeros((1, 2)), np.array([[2, 0]]), {}, "labels must be 0 or 1"),
+        (np.zeros((1, 2)), np.array([[1, 0]]), {"topk": 0}, "topk=0: expected >= 1"),
+        (np.zeros((1, 2)), np.array([[1, 0]]), {"ignore": np.zeros((2, 1))},
+         "ignore (2, 1) must have the shape of scores (1, 2)"),
+    ],
+)
+def test_bad_inputs_are_named_in_full(scores, labels, kwargs, message):
+    with pytest.raises(ValueError) as error:
+        multilabel_metrics(scores, labels, **kwargs)
+    assert str(error.value) == message

@@ -2,6 +2,7 @@
 numbers worked out by hand."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -56,3 +57,58 @@ def test_evaluator_reports_the_peer_convention_when_asked(tmp_path):
     assert results["F1@3"] == pytest.approx(top3)  # top-3: one convention
     written = json.loads((tmp_path / "results_test.json").read_text())
     assert written["metric_convention"] == "peer" and written["threshold"] == 0.5
+
+
+# threshold 0.5; class 0: TP 2 (rows 0, 2), FP 1 (row 1), FN 2 (rows 3, 4);
+# class 1: TP 2 (rows 2, 4), FP 1 (row 0), FN 1 (row 1); class 2: nothing predicted, no positive
+HAND_SCORES = np.array([[0.9, 0.8, 0.1], [0.7, 0.3, 0.2], [0.6, 0.55, 0.3], [0.2, 0.4, 0.4], [0.1, 0.95, 0.45]])
+HAND_LABELS = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0]])
+
+
+def test_peer_metrics_worked_by_hand_on_three_classes():
+    """Per class P = TP/(TP+FP), R = TP/(TP+FN), F1; a class with TP 0 (here also nothing
+    predicted: 0/0) counts 0 and raises no warning; CF1 the mean of the per-class F1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = peer_metrics(HAND_SCORES, HAND_LABELS)  # the default threshold, 0.5
+    p, r = [2 / 3, 2 / 3, 0.0], [2 / 4, 2 / 3, 0.0]
+    f = [2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2), 2 / 3, 0.0]
+    assert got["CP"] == pytest.approx(100 * np.mean(p)) and got["CR"] == pytest.approx(100 * np.mean(r))
+    assert got["CF1"] == pytest.approx(100 * np.mean(f))
+    # pooled: TP 4, FP 2, FN 3
+    assert got["OP"] == pytest.approx(100 * 4 / 6) and got["OR"] == pytest.approx(100 * 4 / 7)
+    assert got["OF1"] == pytest.approx(100 * 2 * (4 / 6) * (4 / 7) / (4 / 6 + 4 / 7))
+    # ranks by descending score; class 0: positives at ranks 1, 3, 4, 5; class 1: 1, 3, 5;
+    # AP = sum of precision at each positive / (#positives + 1e-8); class 2: 0
+    ap0 = (1 + 2 / 3 + 3 / 4 + 4 / 5) / (4 + 1e-8)
+    ap1 = (1 + 2 / 3 + 3 / 5) / (3 + 1e-8)
+    assert got["mAP"] == pytest.approx(100 * (ap0 + ap1) / 3, rel=1e-12)
+
+
+def test_peer_metrics_with_an_ignore_mask_of_zeros_and_ones():
+    """Ignoring class 0's false positive (row 1) and class 1's missed positive (row 1)."""
+    ignore = np.zeros(HAND_LABELS.shape, dtype=int)
+    ignore[1, :2] = 1
+    got = peer_metrics(HAND_SCORES, HAND_LABELS, ignore=ignore)
+    # class 0: TP 2, FP 0, FN 2 -> P 1, R 1/2; class 1: TP 2, FP 1, FN 0 -> P 2/3, R 1
+    assert got["CP"] == pytest.approx(100 * (1 + 2 / 3) / 3) and got["CR"] == pytest.approx(100 * (1 / 2 + 1) / 3)
+    assert got["OP"] == pytest.approx(100 * 4 / 5) and got["OR"] == pytest.approx(100 * 4 / 6)
+    # class 0 without row 1: positives at ranks 1-4 -> AP 1; class 1 without row 1: 0.95, 0.8, 0.55 -> 1, 2/3
+    ap0, ap1 = 4 / (4 + 1e-8), (1 + 2 / 3) / (2 + 1e-8)
+    assert got["mAP"] == pytest.approx(100 * (ap0 + ap1) / 3, rel=1e-12)
+
+
+def test_peer_metrics_with_nothing_predicted_or_no_positive_are_zero():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nothing = peer_metrics(HAND_SCORES, HAND_LABELS, threshold=1.0)
+        no_positive = peer_metrics(HAND_SCORES, np.zeros_like(HAND_LABELS))
+    assert all(nothing[name] == 0.0 for name in ("CP", "CR", "CF1", "OP", "OR", "OF1"))
+    assert all(no_positive[name] == 0.0 for name in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"))
+
+
+@pytest.mark.parametrize("scores, labels", [(np.zeros((2, 3)), np.zeros((2, 2))), (np.zeros(3), np.zeros(3))])
+def test_peer_metrics_refuse_mismatched_shapes(scores, labels):
+    with pytest.raises(ValueError) as error:
+        peer_metrics(scores, labels)
+    assert str(error.value) == f"scores {scores.shape} and labels {labels.shape} must both be [N, C]"

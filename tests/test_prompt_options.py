@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score
 from conftest import coco_mini_root, plain_class_embeddings, write_knowledge_folder
+from sklearn.metrics import average_precision_score
 
 import train
 from hiprompt.classnames import builtin_class_set, label_phrase, prompt_name
 from hiprompt.config import ConfigError, get_cfg_default, validate_cfg
 from hiprompt.model.method import PromptedCLIP
-from hiprompt.model.prompt_learner import HierarchicalPromptLearner
+from hiprompt.model.prompt_learner import LEARNED_NAMES, HierarchicalPromptLearner
 from hiprompt.training.checkpoint import load_checkpoint
 
 # "mouse" reads "computer mouse" in prompts (two tokens), "traffic light" is two tokens too;
@@ -213,3 +213,55 @@ def test_coop_trainer_with_phrase_and_middle_name(tiny_clip, tmp_path):
     words = tiny_clip.model.token_embedding.weight[tiny_clip.tokenize(["a photo of a"])[0, 1:5]]  # [4, W]
     torch.testing.assert_close(vectors[12:], words, rtol=0, atol=1e-6)
     assert (vectors[:12, None] - words[None]).abs().amax(dim=-1).min() > 1e-3  # none of the random ones
+
+
+def test_taidpt_names_follow_its_coco_list(tiny_clip):
+    """LEARNED_NAME taidpt: the name TaI-DPT writes after its context (guozix/TaI-DPT 1333eca,
+    datasets/data_helpers.py: coco_object_categories = the first name of each synonym list)."""
+    classes = ["motorcycle", "airplane", "cat", "hair drier"]
+    written = ["motor bike", "aeroplane", "cat", "hair drier"]  # its list, by hand
+    counts = {"shared": 3, "coarse": 0, "fine": 0, "class": 0}
+    torch.manual_seed(0)
+    learner = HierarchicalPromptLearner(tiny_clip, classes, {"coarse": [], "fine": []}, counts, "a photo of a {}.",
+                                        learned_name="taidpt")
+    contexts = learner.contexts()
+    for got, s in zip(learner.class_embeddings(), range(2)):
+        torch.testing.assert_close(got, reference_embeddings(tiny_clip, contexts[s], written, "end"), rtol=0, atol=1e-5)
+    cfg = get_cfg_default()
+    cfg.TRAINER.HIPROMPT.LEARNED_NAME = "taidpt"
+    validate_cfg(cfg)
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_a_single_context_token(tiny_clip, position):
+    """M = 1: one learned token, not the hand-crafted prompt, at each position."""
+    counts = {"shared": 1, "coarse": 0, "fine": 0, "class": 0}
+    torch.manual_seed(0)
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, {}, counts, "a photo of a {}.", local_branch=False,
+                                        position=position)
+    expected = reference_embeddings(tiny_clip, learner.contexts()[0], CLASSES, position)
+    torch.testing.assert_close(learner.class_embeddings()[0], expected, rtol=0, atol=1e-5)
+
+
+def test_the_name_order_is_no_part_of_the_state(tiny_clip):
+    """The order of a `middle` prompt is rebuilt from the class names, never saved: the state
+    is the context vectors and their slots only."""
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, COUNTS, "{}", position="middle")
+    assert learner.encoder.order is not None
+    assert {key.split(".")[0] for key in learner.state_dict()} == {"global_context", "local_context"}
+
+
+def test_bad_learned_name_counts_and_class_names_are_named(tiny_clip):
+    with pytest.raises(ValueError) as error:
+        HierarchicalPromptLearner(tiny_clip, CLASSES, {}, COUNTS, "{}", learned_name="name")
+    assert str(error.value) == f"TRAINER.HIPROMPT.LEARNED_NAME='name': expected one of {', '.join(LEARNED_NAMES)}"
+    kinds = "('shared', 'coarse', 'fine', 'class')"
+    for counts in ({**COUNTS, "fine": -1}, {**COUNTS, "extra": 2}):
+        with pytest.raises(ValueError) as error:
+            HierarchicalPromptLearner(tiny_clip, CLASSES, {}, counts, "{}")
+        assert str(error.value) == f"context counts {counts}: expected non-negative counts of {kinds}"
+    # a name without tokens cannot be moved within the prompt
+    with pytest.raises(ValueError) as error:
+        HierarchicalPromptLearner(tiny_clip, ["cat", ""], {}, COUNTS, "{}", position="middle")
+    assert str(error.value) == ("class name '': its tokens alone differ from its tokens in the prompt; "
+                                "TRAINER.HIPROMPT.CLASS_TOKEN_POSITION end does not need them")

@@ -176,3 +176,79 @@ def test_bf16_autocast_tree_on_cuda_keeps_fp32_master_weights(tiny_clip):
     # the tree in bf16 is as close to the library's forward in bf16 as bf16 rounding allows
     torch.testing.assert_close(global_emb.float(), plain_bf16[0], rtol=0.05, atol=0.05)
     torch.testing.assert_close(local_emb.float(), plain_bf16[1], rtol=0.05, atol=0.05)
+
+
+def test_each_encoding_computes_through_its_own_path(tiny_clip, monkeypatch):
+    """`tree` runs the prefix tree once and never the truncated joint call; `truncated` has no
+    tree and runs the joint call once (both give the same values, so only the calls tell)."""
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    for encoding in ("tree", "truncated"):
+        learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, counts, "{}", encoding=encoding)
+        calls = []
+        monkeypatch.setattr(learner.encoder, "encode_sets", lambda *a, f=learner.encoder.encode_sets: calls.append(
+            "truncated") or f(*a))
+        if encoding == "tree":
+            monkeypatch.setattr(learner.tree, "forward", lambda *a, f=learner.tree.forward: calls.append("tree") or f(*a))
+        else:
+            assert learner.tree is None
+        learner.class_embeddings()
+        assert calls == [encoding]
+
+
+def test_hand_crafted_prompts_are_encoded_as_one_set(tiny_clip):
+    hand = HierarchicalPromptLearner(tiny_clip, ["cat", "dog"], {}, {k: 0 for k in COMPOSITIONS["paper 16/8/4/4"]},
+                                     "a photo of a {}.")
+    assert hand.encoding == "truncated" and hand.tree is None
+    expected = tiny_clip.encode_text(tiny_clip.tokenize(["a photo of a cat.", "a photo of a dog."]))[0]
+    sets = hand.encoder.encode_sets()  # [S, C, D] with S = 1, not a repeated set
+    assert sets.shape == (1, 2, expected.shape[1])
+    torch.testing.assert_close(sets[0], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("std", [None, 0.5])
+def test_context_vectors_start_normal_with_the_given_std(tiny_clip, std):
+    """CoOp's initialisation: N(0, std^2), std 0.02 unless given."""
+    kwargs = {} if std is None else {"std": std}
+    learner = HierarchicalPromptLearner(tiny_clip, CLASSES, GROUPS, {"shared": 16, "coarse": 8, "fine": 4, "class": 4},
+                                        "{}", **kwargs)
+    values = torch.cat([p.detach().flatten() for p in learner.parameters()])  # ~ 2 x 5,000 values
+    want = 0.02 if std is None else std
+    assert abs(float(values.std()) - want) < 0.05 * want and abs(float(values.mean())) < 0.05 * want
+
+
+@pytest.mark.parametrize("position", ["end", "middle"])
+def test_learner_and_encoder_follow_the_clip_to_its_device(position):
+    """On an emulated CUDA device (tests/emulated_cuda.py: a CPU tensor meeting one on the
+    device raises) the learner's vectors and the encoder's index buffers (the name's order)
+    are on the CLIP's device, and the embeddings are the CPU's."""
+    from emulated_cuda import emulated_cuda
+
+    from hiprompt.clip import build_clip
+    from hiprompt.model.prompt_learner import ClassPromptEncoder
+
+    clip = build_clip("tiny", "random", seed=0)
+    counts = {"shared": 2, "coarse": 1, "fine": 1, "class": 1}
+    torch.manual_seed(0)
+    expected = HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}", position=position).class_embeddings()
+    context = torch.linspace(-1, 1, len(CLASSES) * 3 * clip.token_width).reshape(len(CLASSES), 3, -1)
+    expected_alone = ClassPromptEncoder(clip, CLASSES, 3, "{}", position=position)(context)
+    with emulated_cuda():
+        clip.to("cuda")
+        torch.manual_seed(0)
+        got = [e.cpu() for e in HierarchicalPromptLearner(clip, CLASSES, GROUPS, counts, "{}",
+                                                          position=position).class_embeddings()]
+        alone = ClassPromptEncoder(clip, CLASSES, 3, "{}", position=position)(context.to("cuda")).cpu()
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone, expected_alone, rtol=0, atol=1e-5)
+
+
+def test_a_single_class(tiny_clip):
+    """One class (the start-of-text is read from the first, and only, prompt)."""
+    counts = COMPOSITIONS["paper 16/8/4/4"]
+    torch.manual_seed(0)
+    learner = HierarchicalPromptLearner(tiny_clip, ["traffic light"], {}, counts, "{}")
+    assert learner.encoding == "tree"
+    for got, want in zip(learner.class_embeddings(), plain_class_embeddings(learner)):
+        assert got.shape == (1, want.shape[1])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

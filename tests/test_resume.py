@@ -2,7 +2,9 @@
 settings may change, and a damaged checkpoint is named (tiny random CLIP, small text world)."""
 
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,15 @@ from test_config import error_line
 from test_trainer import make_text_world
 
 import train
-from hiprompt.training.checkpoint import run_differences
+from hiprompt.training.checkpoint import (
+    CheckpointError,
+    PromptCheckpointing,
+    checkpoint_epoch,
+    load_checkpoint,
+    read_checkpoint,
+    run_differences,
+    save_checkpoint,
+)
 
 
 def cli(world, out, *opts, model_dir=None):
@@ -154,3 +164,233 @@ def test_a_setting_added_after_the_checkpoint_differs_only_away_from_its_default
     removed = {"settings": {"OPTIM.MAX_EPOCH": 2, "TRAINER.HIPROMPT.CTX_INIT": ""}}
     assert run_differences(removed, saved, epoch=1, parts=("settings",)) == [
         "TRAINER.HIPROMPT.CTX_INIT: '' there, '(absent)' now"]
+
+
+# -- the checkpoint module on its own: a host with one or two small models ---------------------
+class TwoModelHost(PromptCheckpointing):
+    """A CheckpointHost with SGD (momentum, so the optimiser has a state) and a step schedule."""
+
+    def __init__(self, names=("prompt_learner",), fingerprint=None, optimise=True, seed=0):
+        torch.manual_seed(seed)
+        self.fingerprint = fingerprint if fingerprint is not None else {
+            "settings": {"OPTIM.LR": 0.1}, "knowledge": "k", "backbone": "x", "classes": ["a", "b"], "groups": {}}
+        self._models = {name: torch.nn.Linear(3, 2) for name in names}
+        self._optims = {name: torch.optim.SGD(self._models[name].parameters(), lr=0.1, momentum=0.9)
+                        for name in names} if optimise else {}
+        self._scheds = {name: torch.optim.lr_scheduler.StepLR(self._optims[name], 1, gamma=0.5)
+                        for name in names} if optimise else {}
+
+    def get_model_names(self, names=None):
+        return list(self._models)
+
+    def step(self):
+        for name, model in self._models.items():
+            model(torch.ones(1, 3)).square().sum().backward()
+            self._optims[name].step()
+            self._scheds[name].step()
+
+
+def test_checkpoint_epoch_reads_the_file_name():
+    assert checkpoint_epoch("out/prompt_learner/model.pth.tar-12") == 12
+    assert checkpoint_epoch(Path("model.pth.tar-3")) == 3
+    assert checkpoint_epoch("out/prompt_learner/model.pth.tar-x") is None and checkpoint_epoch("results.json") is None
+    assert checkpoint_epoch(None) is None and checkpoint_epoch("") is None
+
+
+def test_save_model_writes_weights_optimiser_schedule_and_run_per_model(tmp_path, caplog):
+    host = TwoModelHost()
+    host.step()
+    with caplog.at_level(logging.INFO, logger="hiprompt.training.checkpoint"):
+        host.save_model(2, tmp_path)  # epoch 2 counted from 0: the file of epoch 3
+    path = tmp_path / "prompt_learner" / "model.pth.tar-3"
+    assert host.prompts_from == str(path)
+    assert f"saved {path}" in [record.getMessage() for record in caplog.records]
+    state = read_checkpoint(path)
+    assert state["epoch"] == 3 and state["run"] == host.fingerprint
+    momentum = state["optimizer"]["state"][0]["momentum_buffer"]
+    assert torch.equal(momentum, host._optims["prompt_learner"].state_dict()["state"][0]["momentum_buffer"])
+    assert momentum.abs().max() > 0
+    assert state["scheduler"]["last_epoch"] == 1 and state["scheduler"]["_last_lr"] == [pytest.approx(0.05)]
+    for key, value in host._models["prompt_learner"].state_dict().items():
+        assert torch.equal(state["state_dict"][key], value)
+
+
+def test_save_model_refuses_weights_that_are_not_finite(tmp_path):
+    host = TwoModelHost()
+    with torch.no_grad():
+        host._models["prompt_learner"].weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError) as error:
+        host.save_model(2, tmp_path)
+    assert str(error.value) == ("the prompt_learner weights are not finite after epoch 3 (training diverged), so "
+                                "no checkpoint of it was saved; lower OPTIM.LR and train again")
+    assert not (tmp_path / "prompt_learner").exists()
+
+
+def test_load_model_reads_the_asked_epoch_and_says_so(tmp_path, caplog):
+    trained = TwoModelHost()
+    trained.save_model(0, tmp_path)
+    first = {k: v.clone() for k, v in trained._models["prompt_learner"].state_dict().items()}
+    trained.step()
+    trained.save_model(1, tmp_path)
+    host = TwoModelHost(seed=1)
+    with caplog.at_level(logging.INFO, logger="hiprompt.training.checkpoint"):
+        host.load_model(tmp_path, epoch=1)
+    for key, value in host._models["prompt_learner"].state_dict().items():
+        assert torch.equal(value, first[key])
+    assert host.prompts_from == str(tmp_path / "prompt_learner" / "model.pth.tar-1")
+    assert f"loaded prompt_learner (epoch 1) from {tmp_path}" in [r.getMessage() for r in caplog.records]
+
+
+def test_load_model_without_a_folder_or_a_recorded_run_warns(tmp_path, caplog):
+    host = TwoModelHost()
+    before = host._models["prompt_learner"].weight.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="hiprompt.training.checkpoint"):
+        host.load_model("")
+    assert [r.getMessage() for r in caplog.records] == ["no model directory given: evaluating the initial prompts"]
+    assert torch.equal(host._models["prompt_learner"].weight, before) and host.prompts_from is None
+    save_checkpoint(tmp_path, "prompt_learner", 1, TwoModelHost(seed=1)._models["prompt_learner"])  # run None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hiprompt.training.checkpoint"):
+        host.load_model(tmp_path)
+    path = tmp_path / "prompt_learner" / "model.pth.tar-1"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{path} records no settings (an older checkpoint): its backbone, classes and groups cannot be checked "
+        "against this run's"]
+
+
+def test_load_model_names_every_difference_and_a_shape_that_does_not_fit(tmp_path):
+    TwoModelHost().save_model(0, tmp_path)
+    path = tmp_path / "prompt_learner" / "model.pth.tar-1"
+    other = TwoModelHost(fingerprint={"settings": {"OPTIM.LR": 0.5}, "knowledge": "other", "backbone": "y",
+                                      "classes": ["b", "a"], "groups": {}})  # settings and knowledge may differ
+    with pytest.raises(CheckpointError) as error:
+        other.load_model(tmp_path)
+    assert str(error.value) == (
+        f"{path} was trained for other prompts than this run builds: backbone identity: 'x' there, 'y' now; "
+        "classes: ['a', 'b'] there, ['b', 'a'] now; evaluate it with the training run's backbone, knowledge "
+        "folder and class set")
+    wider = TwoModelHost()
+    wider._models["prompt_learner"] = torch.nn.Linear(3, 5)
+    with pytest.raises(ValueError) as error:
+        wider.load_model(tmp_path)
+    assert str(error.value).startswith(
+        f"the checkpoint in {tmp_path} does not fit these prompts: build them as the training run did (same "
+        "DATASET.TEXT.DIR for the groups, same TRAINER.HIPROMPT.N_CTX_* and LOCAL_BRANCH) (Error(s) in loading")
+
+
+def test_resume_restores_weights_optimiser_schedule_and_rng_of_the_last_common_epoch(tmp_path, caplog):
+    names = ("prompt_learner", "other")
+    trained = TwoModelHost(names)
+    trained.step()
+    trained.save_model(0, tmp_path)  # epoch 1 of both models
+    expected = {name: ({k: v.clone() for k, v in trained._models[name].state_dict().items()},
+                       trained._optims[name].state_dict()["state"][0]["momentum_buffer"].clone(),
+                       trained._scheds[name].state_dict()["last_epoch"]) for name in names}
+    rng = torch.get_rng_state()
+    trained.step()
+    save_checkpoint(tmp_path, "prompt_learner", 2, trained._models["prompt_learner"], run=trained.fingerprint)
+    host = TwoModelHost(names, seed=1)
+    torch.manual_seed(123)
+    with caplog.at_level(logging.INFO, logger="hiprompt.training.checkpoint"):
+        assert host.resume_model_if_exist(tmp_path) == 1  # "other" has epoch 1 only
+    assert torch.equal(torch.get_rng_state(), rng)
+    for name in names:
+        weights, momentum, last_epoch = expected[name]
+        for key, value in host._models[name].state_dict().items():
+            assert torch.equal(value, weights[key])
+        assert torch.equal(host._optims[name].state_dict()["state"][0]["momentum_buffer"], momentum)
+        assert host._scheds[name].state_dict()["last_epoch"] == last_epoch == 1
+    assert f"resumed from {tmp_path} after epoch 1" in [r.getMessage() for r in caplog.records]
+
+
+def test_resume_skips_the_optimiser_and_schedule_it_has_not_or_the_checkpoint_has_not(tmp_path):
+    trained = TwoModelHost()
+    trained.step()
+    trained.save_model(0, tmp_path)
+    bare = TwoModelHost(optimise=False, seed=1)  # no optimiser, no schedule: the weights only
+    assert bare.resume_model_if_exist(tmp_path) == 1
+    assert torch.equal(bare._models["prompt_learner"].weight, trained._models["prompt_learner"].weight)
+    save_checkpoint(tmp_path / "plain", "prompt_learner", 1, trained._models["prompt_learner"], run=trained.fingerprint)
+    host = TwoModelHost(seed=1)  # the checkpoint has neither: the fresh ones are kept
+    assert host.resume_model_if_exist(tmp_path / "plain") == 1
+    assert host._optims["prompt_learner"].state_dict()["state"] == {}
+    assert host._scheds["prompt_learner"].state_dict()["last_epoch"] == 0
+
+
+def test_a_refused_resume_names_every_difference(tmp_path):
+    TwoModelHost(fingerprint={"settings": {"OPTIM.LR": 0.1, "SEED": 1}}).save_model(0, tmp_path)
+    host = TwoModelHost(fingerprint={"settings": {"OPTIM.LR": 0.2, "SEED": 2}})
+    with pytest.raises(CheckpointError) as error:
+        host.resume_model_if_exist(tmp_path)
+    assert str(error.value) == (
+        f"cannot resume {tmp_path / 'prompt_learner' / 'model.pth.tar-1'} (epoch 1): it was trained with other "
+        "settings: OPTIM.LR: 0.1 there, 0.2 now; SEED: 1 there, 2 now. To start fresh, pass another --output-dir "
+        f"(or delete {tmp_path / 'prompt_learner'}); to continue it, run with the settings in "
+        f"{tmp_path / 'run_info.json'}")
+
+
+def test_long_values_are_shortened_in_differences():
+    """A digest over 40 characters shows its first 12; a list over 6 items its first 6 and the count."""
+    digest, short = "0123456789abcdef" * 4, "x" * 40
+    classes = ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]
+    saved = {"knowledge": digest, "backbone": short, "classes": classes, "groups": None}
+    now = {"knowledge": digest[::-1], "backbone": short + "y", "classes": classes[:6], "groups": {"fine": []}}
+    assert run_differences(saved, now, 1, parts=("knowledge", "backbone", "classes", "groups")) == [
+        "knowledge-folder content (SHA-256 of DATASET.TEXT.DIR's files): '0123456789ab...' there, "
+        "'fedcba987654...' now",
+        f"backbone identity: {short!r} there, '{'x' * 12}...' now",
+        "classes: ['c1', 'c2', 'c3', 'c4', 'c5', 'c6', ... (7 in all)] there, "
+        "['c1', 'c2', 'c3', 'c4', 'c5', 'c6'] now",
+        "prompt groups (groups.json): None there, {'fine': []} now",
+    ]
+
+
+def test_max_epoch_may_shrink_to_the_epoch_already_done():
+    saved = {"settings": {"OPTIM.MAX_EPOCH": 5, "OPTIM.LR_SCHEDULER": "multi_step"}}
+    now = {"settings": {"OPTIM.MAX_EPOCH": 2, "OPTIM.LR_SCHEDULER": "multi_step"}}
+    assert run_differences(saved, now, epoch=2, parts=("settings",)) == []
+
+
+def test_missing_and_damaged_checkpoints_without_an_earlier_one_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        load_checkpoint(tmp_path, "prompt_learner")
+    assert str(error.value) == (f"no checkpoint of 'prompt_learner' under {tmp_path}: expected "
+                                f"{tmp_path / 'prompt_learner' / 'model.pth.tar-<epoch>'}")
+    with pytest.raises(FileNotFoundError) as error:
+        read_checkpoint(tmp_path / "absent")
+    assert str(error.value) == f"checkpoint not found: {tmp_path / 'absent'}"
+    path = tmp_path / "prompt_learner" / "model.pth.tar-1"
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path, "prompt_learner")
+    assert str(error.value) == (f"{path} is damaged (unreadable as a checkpoint: EOFError); there is no earlier "
+                                "checkpoint: delete it and train again")
+
+
+class NotAllowed:
+    """A class `weights_only` loading refuses (arbitrary code could stand behind a pickle)."""
+
+
+def test_checkpoints_are_read_as_weights_only(tmp_path):
+    path = tmp_path / "model.pth.tar-1"
+    torch.save({"state_dict": {}, "epoch": 1, "extra": NotAllowed()}, path)
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(path)
+    assert str(error.value) == "unreadable as a checkpoint: UnpicklingError"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 1}, path)  # the two keys needed, nothing else
+    assert read_checkpoint(path)["epoch"] == 1
+
+
+def test_a_checkpoint_written_on_a_gpu_reads_on_the_cpu(tmp_path, monkeypatch):
+    """Tensors saved from CUDA (an optimiser's state stays on the device) load onto the CPU
+    on a machine without one: the file records their device as "cuda:0" here."""
+    path = tmp_path / "model.pth.tar-1"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save({"state_dict": {"w": torch.arange(3.0)}, "epoch": 1}, path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=True)  # the file does ask for CUDA
+    state = read_checkpoint(path)
+    assert state["state_dict"]["w"].device.type == "cpu" and state["state_dict"]["w"].tolist() == [0.0, 1.0, 2.0]

@@ -1,7 +1,10 @@
 """Description features: the ragged memory-mapped store against the encoder's own output,
 resuming an interrupted build, the budget switch, and equal losses with on-the-fly encoding."""
 
+import json
+import logging
 import mmap
+import re
 
 import numpy as np
 import pytest
@@ -155,3 +158,130 @@ def test_budget_key_is_in_the_schema_and_checked():
     cfg.DATASET.TEXT.FEATURE_BUDGET_GB = -1.0
     with pytest.raises(ConfigError, match="DATASET.TEXT.FEATURE_BUDGET_GB=-1.0"):
         validate_cfg(cfg)
+
+
+def test_a_finished_store_is_found_again_without_encoding_and_says_so(tiny_clip, tmp_path, monkeypatch, caplog):
+    built = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    meta = json.loads((built.folder / "meta.json").read_text())
+    assert meta == {"backbone": tiny_clip.identity(), "count": len(TEXTS), "chunk_size": 4, "chunks": 3, "format": 2}
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a finished store is not encoded again")
+
+    monkeypatch.setattr(tf, "encode_descriptions", no_encoding)
+    with caplog.at_level(logging.INFO, logger="hiprompt.cache.text_features"):
+        found = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4)
+    assert [r.getMessage() for r in caplog.records] == [f"description features from cache {built.folder}"]
+    assert isinstance(found, tf.FeatureStore) and (found.folder, len(found), found.chunk_size) == (built.folder, 9, 4)
+    index = torch.tensor([8, 3, 4, 0])
+    for row, i in enumerate(index.tolist()):
+        want_eot, want_tokens = expected_features(tiny_clip, TEXTS[i])
+        eot, tokens, mask = found.batch(index)
+        torch.testing.assert_close(eot[row], want_eot, rtol=0, atol=1e-5)
+        torch.testing.assert_close(tokens[row, :len(want_tokens)], want_tokens, rtol=0, atol=2e-3)
+
+
+def test_the_budget_switch_and_a_resumed_build_are_logged(tiny_clip, tmp_path, monkeypatch, caplog):
+    estimate = tf.estimated_store_bytes(tiny_clip, TEXTS)
+    with caplog.at_level(logging.INFO, logger="hiprompt.cache.text_features"):
+        tf.text_features(tiny_clip, TEXTS, tmp_path, budget_bytes=estimate, progress=False)  # within: no message
+        assert caplog.records == []
+        tf.text_features(tiny_clip, TEXTS, tmp_path / "small", budget_bytes=estimate / 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"description features: a store would take about {estimate / 1e9:.1f} GB, over the budget of "
+        f"{estimate / 2e9:.1f} GB (DATASET.TEXT.FEATURE_BUDGET_GB); encoding each batch on the fly"]
+    # the numbers are in GB of 1e9 bytes, rounded to 0.1 (just above a half: 2.250000001 -> 2.3)
+    monkeypatch.setattr(tf, "estimated_store_bytes", lambda clip, texts: 2.250000001e9)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hiprompt.cache.text_features"):
+        tf.text_features(tiny_clip, TEXTS, tmp_path / "big", budget_bytes=1.250000001e9)
+    assert "about 2.3 GB, over the budget of 1.3 GB" in caplog.records[0].getMessage()
+
+    folder = tf.store_folder(tiny_clip, TEXTS, tmp_path / "resumed", chunk_size=4)
+    tf.build_store(tiny_clip, TEXTS[:4], folder, chunk_size=4, progress=False)  # chunk 0 only (the same texts)
+    (folder / "meta.json").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hiprompt.cache.text_features"):
+        tf.text_features(tiny_clip, TEXTS, tmp_path / "resumed", chunk_size=4, progress=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"description features: resuming {folder} with 1 of 3 chunks present"]
+
+
+def test_progress_is_shown_by_default_counting_resumed_chunks(tiny_clip, tmp_path, capsys):
+    folder = tf.store_folder(tiny_clip, TEXTS, tmp_path, chunk_size=4)
+    tf.build_store(tiny_clip, TEXTS[:4], folder, chunk_size=4, progress=False)  # chunk 0 present
+    (folder / "meta.json").unlink()
+    assert capsys.readouterr().err == ""
+    tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4)
+    bar = capsys.readouterr().err
+    assert re.search(r"(^|\r)encoding descriptions: ", bar)  # tqdm's line: the description, then the count
+    assert "9/9" in bar and "4/9" in bar  # starts at the 4 of chunk 0
+    tf.build_store(tiny_clip, TEXTS, tmp_path / "direct", chunk_size=4)  # build_store's own default
+    assert "encoding descriptions" in capsys.readouterr().err
+    tf.text_features(tiny_clip, TEXTS, tmp_path / "quiet", chunk_size=4, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_batches_cover_the_index_in_slices(tiny_clip, tmp_path):
+    store = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    index = torch.tensor([8, 7, 6, 5, 4, 3, 2, 1, 0])
+    parts = list(store.batches(index, size=4))
+    assert [len(eot) for eot, _, _ in parts] == [4, 4, 1]
+    eots = torch.cat([eot for eot, _, _ in parts])
+    for row, i in enumerate(index.tolist()):
+        torch.testing.assert_close(eots[row], expected_features(tiny_clip, TEXTS[i])[0], rtol=0, atol=1e-5)
+    assert len(list(store.batches(index))) == 1  # ENCODE_BATCH (256) at a time
+
+
+def test_npy_files_of_format_2_and_fortran_order(tmp_path):
+    from numpy.lib import format as npy_format
+
+    array = np.arange(12, dtype=np.float16).reshape(3, 4)
+    path = tmp_path / "v2.npy"
+    with open(path, "wb") as handle:
+        npy_format.write_array(handle, array, version=(2, 0))
+    mapped, _ = tf._map_npy(path)
+    assert np.array_equal(mapped, array) and mapped.dtype == np.float16
+    np.save(tmp_path / "f.npy", np.asfortranarray(array))
+    with pytest.raises(ValueError) as error:
+        tf._map_npy(tmp_path / "f.npy")
+    assert str(error.value) == f"{tmp_path / 'f.npy'}: a Fortran-ordered array, not written by this module"
+
+
+def test_an_empty_corpus_is_named(tiny_clip, tmp_path):
+    with pytest.raises(ValueError) as error:
+        tf.text_features(tiny_clip, [], tmp_path)
+    assert str(error.value) == "no descriptions to encode: the text corpus is empty"
+
+
+@pytest.mark.parametrize("start", ["cpu", "device"])
+@pytest.mark.parametrize("budget", [float("inf"), 0])
+def test_features_are_encoded_on_the_given_device(tmp_path, start, budget):
+    """On an emulated CUDA device (a CPU tensor meeting one on it raises): the CLIP is moved
+    to `device` and the tokens go with it; the features are the CPU's, handed back on the CPU."""
+    from emulated_cuda import emulated_cuda
+
+    from hiprompt.clip import build_clip
+
+    clip = build_clip("tiny", "random", seed=0)
+    cpu_store = tf.text_features(clip, TEXTS, tmp_path / "cpu", chunk_size=4, progress=False)
+    index = torch.tensor([8, 0, 4])
+    expected = cpu_store.batch(index)
+    with emulated_cuda():
+        if start == "device":
+            clip.to("cuda")
+        features = tf.text_features(clip, TEXTS, tmp_path / "cuda", budget_bytes=budget, device="cuda",
+                                    chunk_size=4, progress=False)
+        got = features.batch(index)
+        clip.to("cpu")
+    assert all(t.device.type == "cpu" for t in got)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=2e-3)
+    assert torch.equal(got[2], expected[2])
+
+
+def test_defaults_encode_on_the_cpu(tiny_clip, tmp_path):
+    on_the_fly = tf.OnTheFlyFeatures(tiny_clip, TEXTS)
+    store = tf.build_store(tiny_clip, TEXTS, tmp_path, chunk_size=4, progress=False)
+    for got, want in zip(on_the_fly.batch(torch.tensor([2, 5])), store.batch(torch.tensor([2, 5]))):
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-3)

@@ -45,8 +45,8 @@ def order_loss(learned: torch.Tensor, handcrafted: torch.Tensor, temperature: fl
 
     D_k is the row-softmaxed class similarity matrix of embeddings k ([C, D]); the
     hand-crafted distribution is the fixed reference. `learned_to_hand` is KL(D_learned ‖
-    D_hand) as the paper's Eq. 13 is written; `hand_to_learned` is KL(D_hand ‖ D_learned),
-    what `F.kl_div(log D_learned, D_hand)` computes. KL(P ‖ Q) = Σ_j P_j (log P_j - log Q_j).
+    D_hand) (Eq. 13 read as KL(P ‖ Q)); `hand_to_learned` is KL(D_hand ‖ D_learned), what
+    `F.kl_div(log D_learned, D_hand)` computes (the config's default, TRAINER.HIPROMPT.ORDER_DIRECTION). KL(P ‖ Q) = Σ_j P_j (log P_j - log Q_j).
     """
     check_choice(direction, ORDER_DIRECTIONS, "direction")
     log_learned = class_similarity_distribution(learned, temperature)  # [C, C]

@@ -5,8 +5,9 @@ four kinds, in this order: shared by all classes (S), shared within a coarse gro
 within a fine group (P-S #2), and class-specific (C-S). A class in no group at a level gets
 its own vectors in that slot. All-S is CoOp, all-C-S is CSC, and M = 0 is the hand-crafted
 prompt `TEMPLATE.format(name)`. After learned tokens stands the class label Y_i as the
-paper writes it (`label`), or the readable name of the hand-crafted prompts (`prompt`:
-"mouse" -> "computer mouse"); the hand-crafted prompt always uses the readable name.
+paper writes it (`label`), the readable name of the hand-crafted prompts (`prompt`:
+"mouse" -> "computer mouse"), or TaI-DPT's name (`taidpt`: "motorcycle" -> "motor bike");
+the hand-crafted prompt always uses the readable name.
 
 CoOp's two prompt options: the name may also stand in the middle of the context (the first
 M // 2 tokens, the name, the rest) or in front of it (`CLASS_TOKEN_POSITION`), and the last k
@@ -19,12 +20,12 @@ import torch
 from torch import nn
 
 from hiprompt.choices import check_choice
-from hiprompt.classnames import label_phrase, prompt_name
+from hiprompt.classnames import label_phrase, prompt_name, taidpt_name
 from hiprompt.model.prompt_tree import PromptTree
 
 TOKEN_KINDS = ("shared", "coarse", "fine", "class")
 PROMPT_ENCODINGS = ("tree", "truncated")  # same values; tree is the fastest
-LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name}  # the name after learned tokens
+LEARNED_NAMES = {"label": label_phrase, "prompt": prompt_name, "taidpt": taidpt_name}  # the name after learned tokens
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")  # where the name stands (CoOp's CLASS_TOKEN_POSITION)
 
 

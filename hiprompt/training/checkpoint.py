@@ -32,6 +32,13 @@ def checkpoint_path(directory, name: str, epoch: int) -> Path:
     return Path(directory) / name / f"model.pth.tar-{epoch}"
 
 
+def checkpoint_epoch(path):
+    """The epoch in a checkpoint file's name (`model.pth.tar-<epoch>`), or None (no path, or
+    another name)."""
+    match = _PATTERN.match(Path(path).name) if path else None
+    return int(match.group(1)) if match else None
+
+
 def saved_epochs(directory, name: str) -> list:
     """The saved epochs of model `name` under `directory`, ascending."""
     folder = Path(directory) / name

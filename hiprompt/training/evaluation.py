@@ -4,9 +4,10 @@
 the headline metrics, per-class AP by class name, the counts behind them, the images that
 could not be read (left out of the metrics), and what the scores were computed with: the
 whole config (as run_info.json holds it; an --eval-only run may change the evaluation
-settings) and the checkpoint of the prompts. `TEST.METRICS peer` replaces mAP and
-CP/CR/CF1/OP/OR/OF1 by the peers' conventions (`hiprompt.training.metrics.peer_metrics`); the top-k
-metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
+settings), the checkpoint of the prompts, the protocol (`TEST.PROTOCOL`), the epoch of the
+prompts scored and, under the peer protocol, how it was chosen (hiprompt/training/protocol.py).
+`TEST.METRICS peer` replaces mAP and CP/CR/CF1/OP/OR/OF1 by the peers' conventions
+(`hiprompt.training.metrics.peer_metrics`); the top-k metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
 """
 
 import io
@@ -65,9 +66,12 @@ class MultiLabelEvaluator:
         self._labels.append(labels)
         self._ignore.append(torch.as_tensor(ignore).detach().cpu().numpy().astype(bool))
 
-    def evaluate(self, unreadable=(), checkpoint=None) -> OrderedDict:
+    def evaluate(self, unreadable=(), checkpoint=None, protocol="paper", epoch=None, selection=None) -> OrderedDict:
         """unreadable: paths of the test images that could not be read (not in the scores);
-        checkpoint: the file the prompts were saved to or loaded from (None: not from one)."""
+        checkpoint: the file the prompts were saved to or loaded from (None: not from one);
+        protocol: TEST.PROTOCOL; epoch: the epoch of the prompts scored (None: not trained);
+        selection: under the peer protocol, how that epoch was chosen
+        (`PromptTraining.select_peer_epoch`)."""
         if not self._scores:
             raise RuntimeError("MultiLabelEvaluator.evaluate() called before any process()")
         scores = np.concatenate(self._scores)  # [N, C]
@@ -105,6 +109,9 @@ class MultiLabelEvaluator:
                 "metrics": dict(results),
                 "per_class_AP": dict(zip(classnames, per_class)),
                 "checkpoint": checkpoint,
+                "protocol": protocol,
+                "epoch": epoch,
+                "selection": selection,
                 "config": self.config,
             },
         )

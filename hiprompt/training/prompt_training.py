@@ -25,7 +25,9 @@ from hiprompt.paths import cache_root
 from hiprompt.registry import DATASET_REGISTRY, lookup
 from hiprompt.training import evaluation  # noqa: F401  (registers MultiLabelEvaluator)
 from hiprompt.training.build import build_backbone, build_optimizer, build_scheduler, build_test_transform
-from hiprompt.training.checkpoint import PROMPTS_MODEL
+from hiprompt.training.checkpoint import PROMPTS_MODEL, checkpoint_epoch, saved_epochs
+from hiprompt.training.metrics import peer_metrics
+from hiprompt.training.protocol import choose_epoch, peer_selection, selection_rows
 from hiprompt.training.runtime import prompt_autocast
 
 
@@ -206,26 +208,73 @@ class PromptTraining:
         self.model.eval()
         return self.prompt_embeddings()
 
-    @torch.no_grad()
-    def test(self, split=None):  # Dassl's signature (its loop passes split="val"); the test set here
+    def test_image_features(self):
+        """The test set's cached image features (hiprompt/cache/image_features.py)."""
         cfg = self.cfg
-        image_set = self.dataset.test
-        feats = image_features(
-            self.clip, ImageFeatureDataset.for_test(image_set, build_test_transform(cfg)),
+        return image_features(
+            self.clip, ImageFeatureDataset.for_test(self.dataset.test, build_test_transform(cfg)),
             self.cache_dir / "image_features", batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             num_workers=cfg.DATALOADER.NUM_WORKERS, device=self.device,
         )
+
+    @torch.no_grad()
+    def test_scores(self, feats, rows) -> torch.Tensor:
+        """[len(rows), C] scores of the test images `rows` (indices into the test set) by the
+        prompts in memory."""
         embeddings = self.class_embeddings()
-        scores = []
+        rows = np.asarray(rows, dtype=np.int64)
+        scores = [torch.zeros(0, self.num_classes)]
         chunk = 256
-        for start in range(0, len(image_set.image_paths), chunk):
-            global_feats = torch.tensor(np.asarray(feats.global_feats[start:start + chunk]), device=self.device).float()
-            dense_feats = torch.tensor(np.asarray(feats.dense_feats[start:start + chunk]), device=self.device).float()
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            global_feats = torch.tensor(np.asarray(feats.global_feats[part]), device=self.device).float()
+            dense_feats = torch.tensor(np.asarray(feats.dense_feats[part]), device=self.device).float()
             scores.append(self.model.image_scores(global_feats, dense_feats, embeddings).cpu())
-        scores = torch.cat(scores)  # [N, C]
+        return torch.cat(scores)
+
+    @torch.no_grad()
+    def select_peer_epoch(self, feats) -> dict:
+        """TEST.PROTOCOL peer (hiprompt/training/protocol.py): score every saved epoch of the run
+        the prompts in memory come from on the peer's selection images by the peers' mAP, and
+        load the epoch it keeps. What was done, for the results file."""
+        rule = peer_selection(self.cfg.TRAINER.NAME, self.cfg.DATASET.NAME)
+        image_set = self.dataset.test
+        ok = np.asarray(feats.ok, dtype=bool)
+        rows = selection_rows(len(image_set.image_paths), rule.stride)
+        rows = rows[ok[rows]]
+        record = {"rule": rule.describe(), "peer": rule.peer, "stride": rule.stride,
+                  "drop_unannotated": rule.drop_unannotated, "images": int(len(rows)), "epoch_mAP": {}}
+        if self.prompts_from is None:  # nothing trained or loaded (hand-crafted prompts): nothing to choose
+            return record
+        directory = Path(self.prompts_from).parent.parent
+        epochs = saved_epochs(directory, PROMPTS_MODEL)
+        if epochs != list(range(1, epochs[-1] + 1)):
+            missing = sorted(set(range(1, epochs[-1] + 1)) - set(epochs))
+            raise ValueError(f"TEST.PROTOCOL peer picks among every epoch's prompts, but {directory / PROMPTS_MODEL} "
+                             f"lacks the checkpoints of epochs {missing}: train with TRAIN.CHECKPOINT_FREQ 1 "
+                             "(the default)")
+        labels = image_set.labels[rows]
+        ignore = image_set.ignore[rows] if image_set.ignore is not None else None
+        for epoch in epochs:
+            self.load_model(str(directory), epoch=epoch)
+            scores = self.test_scores(feats, rows).numpy()
+            record["epoch_mAP"][epoch] = peer_metrics(scores, labels, ignore=ignore)["mAP"]
+        chosen = choose_epoch(record["epoch_mAP"])
+        self.load_model(str(directory), epoch=chosen)
+        return record
+
+    @torch.no_grad()
+    def test(self, split=None):  # Dassl's signature (its loop passes split="val"); the test set here
+        image_set = self.dataset.test
+        feats = self.test_image_features()
+        protocol = self.cfg.TEST.PROTOCOL
+        selection = self.select_peer_epoch(feats) if protocol == "peer" else None
+        scores = self.test_scores(feats, range(len(image_set.image_paths)))  # [N, C]
         ok = torch.as_tensor(np.asarray(feats.ok), dtype=torch.bool)
         labels = torch.as_tensor(image_set.labels)
         ignore = torch.as_tensor(image_set.ignore)[ok] if image_set.ignore is not None else None
         self.evaluator.reset()
         self.evaluator.process(scores[ok], labels[ok], ignore)
-        return self.evaluator.evaluate(unreadable=feats.corrupt_paths, checkpoint=self.prompts_from)
+        return self.evaluator.evaluate(unreadable=feats.corrupt_paths, checkpoint=self.prompts_from,
+                                       protocol=protocol, epoch=checkpoint_epoch(self.prompts_from),
+                                       selection=selection)

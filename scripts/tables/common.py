@@ -6,10 +6,16 @@ finished seed (its `results_test.json`) is skipped and an interrupted one resume
 last checkpoint, so a table script can be stopped and started again. Runs with the same
 trainer and settings are shared between tables. Evaluation-only rows (another λ2, the peer
 metric conventions) evaluate a trained run's prompts into their own folder.
+
+`--protocol paper,peer` (the scripts built on `compare_main`) adds the columns of the peers'
+model selection (`TEST.PROTOCOL peer`, hiprompt/training/protocol.py) beside this project's:
+an evaluation-only row of each trained run, choosing among its saved epochs, or a run of its
+own where the protocol changes the training data (DualCoOp on COCO's images).
 """
 
 import argparse
 import io
+import json
 import os
 import re
 import subprocess
@@ -21,10 +27,12 @@ from typing import Optional
 import numpy as np
 from tabulate import tabulate
 
+from hiprompt.choices import check_choice
 from hiprompt.fileio import atomic_write_bytes, atomic_write_text
+from hiprompt.training.protocol import PROTOCOLS, peer_selection
 from hiprompt.training.runs import CONTEXT_KEYS, context_opts
 from hiprompt.training.runs import split_context as split_tokens  # noqa: F401 (figure4a's name for it)
-from hiprompt.training.summarize import collect, mean_std
+from hiprompt.training.summarize import RESULT_FILE, collect, mean_std
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_EPOCHS = 2  # --quick: the schedule cut to this many epochs, one seed
@@ -92,6 +100,7 @@ class World:
         self.output = Path(args.output or ("output/tables-quick" if args.quick else "output/tables")) / self.name
         self.weights = args.weights
         self.paper_dataset = PAPER_DATASETS.get(self.name, "MS-COCO")
+        self.protocols = protocols(getattr(args, "protocol", "paper"))
 
     # -- inputs -----------------------------------------------------------------------------
     def _generate(self, out: Path, seed: int, count: int, what: str):
@@ -125,8 +134,9 @@ class World:
                                  "annotations/captions_train2014.json (COCO's captions file) or "
                                  "--captions-knowledge DIR")
             classes = self.data / "classnames.txt" if self.toy else self.name.replace("2017", "")
+            recipe = [] if self.toy else ["--recipe", "taidpt"]  # TaI-DPT's sample, cap and templates
             self._call([sys.executable, "-m", "llm_knowledge.captions", "--classes", classes, "--captions",
-                        captions, "--out", self.captions_knowledge], "caption knowledge")
+                        captions, *recipe, "--out", self.captions_knowledge], "caption knowledge")
 
     # -- runs -------------------------------------------------------------------------------
     def folder(self, run: Run) -> Path:
@@ -186,6 +196,32 @@ class World:
     def results(self, run: Run) -> dict:
         return collect(self.folder(run))
 
+    def epochs(self, run: Run) -> list:
+        """The epoch each finished seed of `run` reported (its results file's `epoch`)."""
+        return [json.loads(path.read_text()).get("epoch") for path in sorted(self.folder(run).glob(f"*/{RESULT_FILE}"))]
+
+    def dataset_name(self) -> str:
+        """DATASET.NAME of the world's data set config."""
+        import yaml
+
+        return (yaml.safe_load(self.dataset_cfg.read_text()) or {}).get("DATASET", {}).get("NAME", "")
+
+    def under(self, run: Run, protocol: str) -> Run:
+        """`run` under TEST.PROTOCOL `protocol`: itself for `paper` and for runs with nothing to
+        select (zero-shot); an evaluation-only row of its trained run, choosing among the saved
+        epochs; a training of its own where the protocol changes what the run trains on
+        (DualCoOp's images without an annotation, on COCO)."""
+        if protocol == "paper" or (run.evaluates is None and not run.trained):
+            return run
+        setting = ("TEST.PROTOCOL", protocol)
+        trained = run.evaluates or run
+        if trained.images and peer_selection(trained.trainer, self.dataset_name()).drop_unannotated:
+            own = Run(trained.label, trained.trainer, tuple(trained.opts) + setting, text=trained.text,
+                      images=True, paper=trained.paper)
+            return Run(run.label, run.trainer, run.opts, evaluates=own, paper=run.paper) if run.evaluates else own
+        return Run(run.label, trained.trainer, tuple(run.opts if run.evaluates else ()) + setting,
+                   evaluates=trained, paper=run.paper)
+
 
 # -- output -------------------------------------------------------------------------------
 def cell(stats) -> str:
@@ -196,13 +232,34 @@ def paper_cell(value) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def protocols(text: str) -> list:
+    """The protocols of `--protocol` (a comma list of hiprompt.training.protocol.PROTOCOLS)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        return [check_choice(name, PROTOCOLS, "--protocol") for name in names] or ["paper"]
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def protocol_headers(world: World, metrics=("F1@3", "mAP")) -> list:
+    """The measured columns: `metrics` per protocol (suffixed but for `paper`), the seeds, and
+    the epochs the peer protocol chose."""
+    headers = [f"{m}{'' if p == 'paper' else f' ({p})'}" for p in world.protocols for m in metrics] + ["seeds"]
+    return headers + [f"epochs ({p})" for p in world.protocols if p != "paper"]
+
+
 def measured_rows(world: World, runs, metrics=("F1@3", "mAP")):
-    """[label, paper values..., measured mean ± std..., seeds] per run."""
+    """[label, paper values..., measured mean ± std per protocol..., seeds, chosen epochs...] per run."""
     rows = []
     for run in runs:
-        results = world.results(run)
         paper = [paper_cell(run.paper.get(m.split("@")[0])) for m in metrics]
-        rows.append([run.label, *paper, *[cell(mean_std(results, m)) for m in metrics], len(results)])
+        measured = []
+        for protocol in world.protocols:
+            results = world.results(world.under(run, protocol))
+            measured += [cell(mean_std(results, m)) for m in metrics]
+        epochs = [", ".join("–" if e is None else str(e) for e in world.epochs(world.under(run, p)))
+                  for p in world.protocols if p != "paper"]
+        rows.append([run.label, *paper, *measured, len(world.results(world.under(run, world.protocols[0]))), *epochs])
     return rows
 
 
@@ -286,12 +343,18 @@ def compare_main(description: str, argv, name: str, title: str, first_column: st
     """A table script's whole job: the world from the command line, the runs `runs(world)`
     (the missing ones run), then the table of paper vs measured F1@3 and mAP, drawn by
     `figure(world, runs)` (default: bars)."""
-    world = World(parse_args(description, argv))
+    world = World(parse_args(description, argv, extra=protocol_option))
     rows = runs(world)
-    run_all(world, rows)
+    run_all(world, [world.under(r, p) for p in world.protocols for r in rows])
     draw = (figure or bar_figure)(world, rows)
-    write_outputs(world, name, title, [first_column, "paper F1", "paper mAP", "F1@3", "mAP", "seeds"],
+    write_outputs(world, name, title, [first_column, "paper F1", "paper mAP", *protocol_headers(world)],
                   measured_rows(world, rows), draw)
+
+
+def protocol_option(parser):
+    parser.add_argument("--protocol", default="paper",
+                        help=f"comma list of {', '.join(PROTOCOLS)} (TEST.PROTOCOL): the columns of each, side "
+                             "by side (peer: the epoch TaI-DPT's / DualCoOp's code would keep; default paper)")
 
 
 def run_all(world: World, runs):
