@@ -20,7 +20,7 @@ _GROUPING = GroupingOptions()
 
 def read_synonyms(path: str, classes) -> dict:
     try:
-        table = json.loads(Path(path).read_text(encoding="utf-8"))
+        table = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a byte-order mark is no error
     except (OSError, ValueError) as error:
         raise ValueError(f"--synonyms {path}: cannot read JSON: {error}") from None
     if not isinstance(table, dict) or not all(

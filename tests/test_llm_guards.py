@@ -260,3 +260,19 @@ def test_a_second_run_on_a_busy_out_stops_naming_the_holder(tmp_path, capsys):
     assert RepeatingBackend.calls == 1  # Π4, never cached in cache2 (a two-class group: no Π4b)
     assert not (out / ".lock").exists()
     assert KnowledgeFolder(out).classnames == CLASSES
+
+
+def test_a_synonyms_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Editors on Windows save JSON with a UTF-8 byte-order mark; --synonyms reads it as the
+    same table (as the class lists are read), and a table naming an unknown class is refused."""
+    from llm_knowledge.cli import read_synonyms
+
+    table = {"dog": ["puppy", "hound"], "cat": ["kitten"]}
+    plain, marked = tmp_path / "plain.json", tmp_path / "marked.json"
+    plain.write_text(json.dumps(table), encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + json.dumps(table).encode("utf-8"))
+    want = {"cat": ["kitten"], "dog": ["puppy", "hound"], "bird": []}
+    assert read_synonyms(str(marked), ["cat", "dog", "bird"]) == want
+    assert read_synonyms(str(plain), ["cat", "dog", "bird"]) == want
+    with pytest.raises(ValueError, match=r"keys \['dog'\] are not among the classes"):
+        read_synonyms(str(marked), ["cat"])
