@@ -29,6 +29,9 @@ setup(
             "llama-cpp-python[server]>=0.3.0",
             "chatglm-cpp==0.4.2",
         ],
+        "taidpt": [
+            "nltk>=3.8",  # `python -m llm_knowledge.captions --labeller taidpt` (and NLTK's data)
+        ],
         "test": [
             "pytest>=7",
             "hypothesis>=6",

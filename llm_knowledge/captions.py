@@ -1,5 +1,6 @@
 """Image captions -> a knowledge folder (the training text of TaI-DPT and of Table 1's "Image
-Captions" row), labelled by the project's one labeller (`llm_knowledge.labelling`).
+Captions" row), labelled by the project's labeller (`llm_knowledge.labelling`) or, with
+`--labeller taidpt`, by TaI-DPT's rule (`llm_knowledge.taidpt_labelling`).
 
     python -m llm_knowledge.captions --classes coco \
         --captions annotations/captions_train2017.json --out knowledge/coco-captions
@@ -30,6 +31,10 @@ TaI-DPT's training text (guozix/TaI-DPT, docs/baselines.md), each step an option
     --recipe taidpt        TaI-DPT's values for the class set: coco and voc2007: --sample 118287
                            --templates; nuswide: --per-class-cap 1000 --templates (an explicit
                            option wins).
+    --labeller taidpt      TaI-DPT's labelling (NLTK lemmas, names matched longest first,
+                           llm_knowledge/taidpt_labelling.py) instead of the project's; needs
+                           NLTK and its data, so it is not part of --recipe taidpt; give it
+                           TaI-DPT's synonym lists with --synonyms (JSON {class: [name, ...]}).
 """
 
 import argparse
@@ -43,8 +48,10 @@ from hiprompt.data.knowledge import check_class_count, write_knowledge_folder
 from llm_knowledge.cli import read_synonyms
 from llm_knowledge.labelling import Labeller
 from llm_knowledge.synonyms import default_synonyms
+from llm_knowledge.taidpt_labelling import WordMatchLabeller
 
 KIND = "caption"
+LABELLERS = ("project", "taidpt")  # --labeller: llm_knowledge.labelling | llm_knowledge.taidpt_labelling
 
 # TaI-DPT's single-label sentences (its datasets/data_helpers.py): `prompt_template`, added
 # TEMPLATE_REPEATS times, and `IMAGENET_TEMPLATES` (CLIP's 80 ImageNet templates), each once.
@@ -217,13 +224,14 @@ def template_records(classnames) -> list:
 
 
 def write_caption_folder(captions, classnames, out, synonyms=None, sources=(), per_class_cap: int = 0,
-                         templates: bool = False, sampled=None) -> dict:
+                         templates: bool = False, sampled=None, labeller: str = "project") -> dict:
     """Label `captions` over `classnames` and write the knowledge folder `out`; its manifest.
     per_class_cap > 0: `cap_per_rarest_class`; templates: add `template_records`; sampled:
-    how the captions were chosen, for the manifest."""
+    how the captions were chosen, for the manifest; labeller: one of LABELLERS."""
     check_class_count(classnames, "the caption folder's classes")
     synonyms = synonyms if synonyms is not None else {label: [] for label in classnames}
-    records, unlabelled = caption_records(captions, Labeller(classnames, synonyms))
+    make = {"project": Labeller, "taidpt": WordMatchLabeller}[labeller]
+    records, unlabelled = caption_records(captions, make(classnames, synonyms))
     if not records:
         raise ValueError(f"none of the {len(captions)} captions names one of the {len(classnames)} classes")
     labelled = len(records)
@@ -236,7 +244,8 @@ def write_caption_folder(captions, classnames, out, synonyms=None, sources=(), p
         "made_from": "captions",
         "sources": [str(s) for s in sources],
         "n_classes": len(classnames),
-        "captions": {"read": len(captions), "labelled": labelled, "naming_no_class": unlabelled},
+        "captions": {"read": len(captions), "labelled": labelled, "naming_no_class": unlabelled,
+                     "labeller": labeller},
         "corpus": {KIND: len(records)},
     }
     if sampled is not None or per_class_cap > 0 or templates:
@@ -262,6 +271,9 @@ def main(argv=None) -> int:
                         help="each caption to its rarest class, at most N a class (0: no cap)")
     parser.add_argument("--templates", action="store_true", default=None,
                         help="add TaI-DPT's 89 single-label template sentences per class")
+    parser.add_argument("--labeller", default="project", choices=LABELLERS,
+                        help="project: llm_knowledge.labelling (default) | taidpt: TaI-DPT's NLTK lemma match "
+                             "(needs NLTK and its data; with --synonyms TaI-DPT's synonym lists as JSON)")
     args = parser.parse_args(argv)
     try:
         classes, source = read_classes(args.classes)
@@ -287,8 +299,8 @@ def main(argv=None) -> int:
             sampled["count"] = len(captions)
         manifest = write_caption_folder(captions, classes, args.out, synonyms, args.captions,
                                         per_class_cap=recipe["per_class_cap"], templates=recipe["templates"],
-                                        sampled=sampled)
-    except (OSError, ValueError) as error:
+                                        sampled=sampled, labeller=args.labeller)
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = manifest["captions"]

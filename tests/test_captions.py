@@ -32,7 +32,7 @@ def test_coco_captions_become_a_folder_training_reads(tmp_path):
     assert corpus.kinds == ["caption"] * 3
     np.testing.assert_array_equal(corpus.labels, [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]])
     manifest = json.loads((tmp_path / "knowledge" / "manifest.json").read_text())
-    assert manifest["captions"] == {"read": 4, "labelled": 3, "naming_no_class": 1}
+    assert manifest["captions"] == {"read": 4, "labelled": 3, "naming_no_class": 1, "labeller": "project"}
     assert folder.groups == {"coarse": [], "fine": []}
 
 
@@ -154,7 +154,51 @@ def test_recipe_taidpt_on_coco_adds_7120_template_sentences_and_ids_select_capti
     assert len(corpus.texts) == 2 + 80 * 89  # TaI-DPT's 7,120 more on COCO
     assert "a photo of a aeroplane." in corpus.texts
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["captions"] == {"read": 3, "labelled": 2, "naming_no_class": 1}
+    assert manifest["captions"] == {"read": 3, "labelled": 2, "naming_no_class": 1, "labeller": "project"}
     assert manifest["taidpt"]["templates"] == 7120 and manifest["taidpt"]["sampled"]["count"] == 3
     assert main(["--classes", str(write_classes(tmp_path)), "--captions", str(source), "--recipe", "taidpt",
                  "--out", str(tmp_path / "other")]) == 2  # TaI-DPT's values exist for its data sets only
+
+
+# TaI-DPT's labelling, worked by hand from its rule (coco2014_distill.py): the caption's lemmas
+# joined and padded; names of more than one word first, then one-word names and the multi-word
+# ones without spaces; each name found labels its class and its occurrences become a space.
+LEMMAS = {"dogs": "dog", "sits": "sit", "plates": "plate", "hotdogs": "hotdog", "hot": "hot", "bears": "bear"}
+
+
+def toy_lemmas(text):
+    """A stand-in for NLTK's lemmas: lower-case words, a few plurals and verbs reduced by hand."""
+    return [LEMMAS.get(word, word) for word in text.lower().replace(".", " ").split()]
+
+
+@pytest.mark.parametrize("caption, found", [  # found: in class order
+    ("Two hot dogs on plates.", ["hot dog", "plate"]),  # "hot dog" found first: its "dog" is read once
+    ("A dog sits by a hot stove.", ["dog"]),  # "hot" alone names nothing
+    ("Hotdogs and a dog.", ["dog", "hot dog"]),  # the name without its space, and another mention
+    ("A teddy bear and two bears.", ["bear", "teddy bear"]),  # the longer name, then the other mention
+    ("A doghouse.", []),  # whole words only: " dog " is not in " doghouse "
+])
+def test_taidpt_labeller_matches_names_on_lemmas_longest_first(caption, found):
+    from llm_knowledge.taidpt_labelling import WordMatchLabeller
+
+    classes = ["dog", "hot dog", "plate", "bear", "teddy bear"]
+    labeller = WordMatchLabeller(classes, {"plate": ["dish"]}, lemmas=toy_lemmas)
+    assert labeller.find(caption) == found
+
+
+def test_taidpt_labeller_is_a_switch_of_the_caption_folder_and_says_what_nltk_lacks(tmp_path, monkeypatch):
+    import llm_knowledge.taidpt_labelling as taidpt
+
+    captions = ["Two hot dogs on plates.", "A doghouse."]
+    manifest = write_caption_folder(captions, ["dog", "hot dog", "plate"], tmp_path / "k", labeller="project")
+    assert manifest["captions"]["labeller"] == "project"
+    monkeypatch.setattr(taidpt.WordMatchLabeller.__init__, "__defaults__", (toy_lemmas,))
+    manifest = write_caption_folder(captions, ["dog", "hot dog", "plate"], tmp_path / "t", labeller="taidpt")
+    assert manifest["captions"] == {"read": 2, "labelled": 1, "naming_no_class": 1, "labeller": "taidpt"}
+    corpus = [json.loads(line) for line in (tmp_path / "t" / "corpus.jsonl").read_text().splitlines()]
+    assert [r["found"] for r in corpus] == [["hot dog", "plate"]]
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match=r"^--labeller taidpt needs NLTK: pip install nltk$"):
+            taidpt.nltk_lemmas("a dog")
