@@ -198,3 +198,18 @@ def test_answer_key_is_the_documented_hash():
     assert answer_key(IDENTITY, "q") == hashlib.sha256(plain.encode()).hexdigest()
     sampled = json.dumps({"identity": IDENTITY, "prompt": "q", "sampling": {"seed": 1}}, sort_keys=True)
     assert answer_key(IDENTITY, "q", {"seed": 1}) == hashlib.sha256(sampled.encode()).hexdigest()
+
+
+def test_image_key_is_the_documented_hash(image_files, tmp_path):
+    """SHA-256 of the sorted-key JSON header, then a newline, the path, a tab and the size (-1 for a missing
+    file) per image, cut to 32 hex digits: a change to this scheme would silently orphan every cached entry."""
+    import hashlib
+    import json
+
+    missing = str(tmp_path / "missing.jpg")
+    header = ('{"clip": "RN50|openai|dense-pos", "set": "coco-val", "transform": "square|224|bicubic|mean,std", '
+              '"version": 1}')
+    assert json.loads(header)["version"] == image_features.FORMAT_VERSION
+    lines = "".join(f"\n{path}\t{size}" for path, size in zip([*image_files, missing], (10, 20, 30, -1)))
+    digest = hashlib.sha256((header + lines).encode())
+    assert image_key([*image_files, missing]) == digest.hexdigest()[:32]
