@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,18 @@ def test_global_scores_are_cosines_and_fusion_weights():
     assert global_scores(feats, classes).tolist()[0] == pytest.approx([1 / math.sqrt(2), 0.0])
     fused = fuse(torch.tensor([1.0]), torch.tensor([0.0]), 0.65)
     assert fused.item() == pytest.approx(0.65)
+
+
+def test_global_scores_normalise_each_feature_vector_whatever_the_leading_dimensions():
+    """[2, 3, D] features: each of the 6 vectors scored on its own (cosines worked out in numpy),
+    not normalised across the batch or the middle dimension."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 3, 4, generator=gen) * torch.tensor([1.0, 5.0, 0.2])[None, :, None]  # unequal norms
+    classes = torch.randn(5, 4, generator=gen)
+    f, c = feats.numpy().astype(np.float64), classes.numpy().astype(np.float64)
+    want = np.einsum("btd,cd->btc", f / np.linalg.norm(f, axis=-1, keepdims=True),
+                     c / np.linalg.norm(c, axis=-1, keepdims=True))
+    np.testing.assert_allclose(global_scores(feats, classes).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_slot_assignment_groups_then_own_slots():
@@ -209,8 +222,6 @@ def test_local_aggregation_temperature_hand_computed_away_from_one():
 
 @pytest.mark.parametrize("tau", [0.02, 0.3, 3.0])
 def test_local_aggregation_equals_the_equation_at_several_temperatures(tau):
-    import numpy as np
-
     import objective_reference as ref
 
     gen = torch.Generator().manual_seed(7)
@@ -244,9 +255,8 @@ def test_order_loss_equals_the_equation_at_several_temperatures(temperature):
 
 def test_image_scores_fuse_global_and_dense_at_tau_image_and_lambda2(tiny_clip):
     """S = λ2 S^G + (1 - λ2) S^L over image positions at TAU_IMAGE (paper Eq. 16), λ2 0.65, τ 1/40."""
-    import numpy as np
-
     import objective_reference as ref
+
     from hiprompt.config import get_cfg_default
     from hiprompt.model.method import PromptedCLIP
 

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 
 def global_scores(features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each sample to each class: [B, D] x [C, D] -> [B, C]."""
+    """Cosine similarity of each sample to each class: [..., D] x [C, D] -> [..., C] (any
+    leading dimensions, e.g. [B, D] or [B, T, D])."""
     return F.normalize(features, dim=-1) @ F.normalize(class_embeddings, dim=-1).t()
 
 
