@@ -91,28 +91,32 @@ def test_stored_values_are_the_text_towers_features_written_out(tiny_clip, tmp_p
 
 
 def test_interrupted_build_resumes_with_the_missing_chunks_only(tiny_clip, tmp_path, monkeypatch):
-    calls = []
-    original = tf.encode_descriptions
+    calls = []  # the token ids of each encoder call of the build
+    original = tf.encode_token_ids
 
-    def failing_after_two(clip, texts, device="cpu"):
+    def failing_after_two(clip, token_ids, device="cpu"):
         if len(calls) == 2:
             raise KeyboardInterrupt
-        calls.append(texts)
-        return original(clip, texts, device)
+        calls.append(token_ids)
+        return original(clip, token_ids, device)
+
+    def ids(texts):
+        return {tuple(row) for row in tiny_clip.tokenize(texts).tolist()}
 
     monkeypatch.setattr(tf, "ENCODE_BATCH", 2)
-    monkeypatch.setattr(tf, "encode_descriptions", failing_after_two)
+    monkeypatch.setattr(tf, "encode_token_ids", failing_after_two)
     with pytest.raises(KeyboardInterrupt):
         tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=2, progress=False)
     folder = tf.store_folder(tiny_clip, TEXTS, tmp_path, chunk_size=2)
     assert not (folder / "meta.json").exists() and len(list(folder.glob("chunk-*.eot.npy"))) == 2
-    monkeypatch.setattr(tf, "encode_descriptions", lambda clip, texts, device="cpu": calls.append(texts)
-                        or original(clip, texts, device))
+    monkeypatch.setattr(tf, "encode_token_ids", lambda clip, token_ids, device="cpu": calls.append(token_ids)
+                        or original(clip, token_ids, device))
     resumed = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=2, progress=False)
     # chunks 0 and 1 were not encoded again; within a chunk the shorter description goes first
-    assert [set(call) for call in calls[2:]] == [set(TEXTS[4:6]), set(TEXTS[6:8]), set(TEXTS[8:])]
+    assert [{tuple(row) for row in call.tolist()} for call in calls[2:]] == [ids(TEXTS[4:6]), ids(TEXTS[6:8]),
+                                                                             ids(TEXTS[8:])]
     for call in calls:
-        lengths = tiny_clip.eot_positions(tiny_clip.tokenize(call)).tolist()
+        lengths = tiny_clip.eot_positions(call).tolist()
         assert lengths == sorted(lengths)
     fresh = tf.text_features(tiny_clip, TEXTS, tmp_path / "fresh", chunk_size=2, progress=False)
     every = torch.arange(len(TEXTS))
@@ -168,7 +172,7 @@ def test_a_finished_store_is_found_again_without_encoding_and_says_so(tiny_clip,
     def no_encoding(*args, **kwargs):
         raise AssertionError("a finished store is not encoded again")
 
-    monkeypatch.setattr(tf, "encode_descriptions", no_encoding)
+    monkeypatch.setattr(tf, "encode_token_ids", no_encoding)  # what the build and on-the-fly encoding call
     with caplog.at_level(logging.INFO, logger="hiprompt.cache.text_features"):
         found = tf.text_features(tiny_clip, TEXTS, tmp_path, chunk_size=4)
     assert [r.getMessage() for r in caplog.records] == [f"description features from cache {built.folder}"]

@@ -39,13 +39,18 @@ ENCODE_BATCH = 256  # descriptions per encoder call
 ESTIMATE_SAMPLE = 1000  # descriptions tokenised to estimate the store's size
 
 
-@torch.no_grad()
 def encode_descriptions(clip, texts, device="cpu"):
     """(eot [n, D] float32, tokens [n, T, D] float16, lengths [n]) of a few descriptions,
     on the CPU; T = the longest content, token i of a description is its position i + 1."""
-    tokens = clip.tokenize(texts).to(device)  # [n, 77]
-    eot, per_token, _ = clip.encode_text(tokens, truncate=True)  # [n, D], [n, T + 1, D]
-    return eot.float().cpu(), per_token[:, 1:].half().cpu(), clip.eot_positions(tokens).cpu()
+    return encode_token_ids(clip, clip.tokenize(texts), device)
+
+
+@torch.no_grad()
+def encode_token_ids(clip, token_ids, device="cpu"):
+    """`encode_descriptions` of descriptions already tokenised: token_ids [n, 77]."""
+    token_ids = token_ids.to(device)
+    eot, per_token, _ = clip.encode_text(token_ids, truncate=True)  # [n, D], [n, T + 1, D]
+    return eot.float().cpu(), per_token[:, 1:].half().cpu(), clip.eot_positions(token_ids).cpu()
 
 
 def padded_batch(eot, token_rows):
@@ -176,12 +181,13 @@ def build_store(clip, texts, folder: Path, chunk_size: int = CHUNK_SIZE, device=
                disable=not progress)
     for k in sorted(set(range(n_chunks)) - set(done)):
         chunk = [texts[i] for i in range(k * chunk_size, min((k + 1) * chunk_size, count))]
+        token_ids = clip.tokenize(chunk)  # [n, 77], once a chunk
         # encoded shortest first, so each encoder call stops near its own rows' end-of-text
-        by_length = clip.eot_positions(clip.tokenize(chunk)).argsort(stable=True).tolist()
+        by_length = clip.eot_positions(token_ids).argsort(stable=True).tolist()
         eots, rows = [None] * len(chunk), [None] * len(chunk)
         for start in range(0, len(chunk), ENCODE_BATCH):
             part = by_length[start:start + ENCODE_BATCH]
-            eot, tokens, lengths = encode_descriptions(clip, [chunk[i] for i in part], device)
+            eot, tokens, lengths = encode_token_ids(clip, token_ids[part], device)
             for j, (i, n) in enumerate(zip(part, lengths.tolist())):
                 eots[i], rows[i] = eot[j].numpy(), tokens[j, :n].numpy()
             bar.update(len(part))
