@@ -51,7 +51,7 @@ from llm_knowledge.synonyms import default_synonyms
 from llm_knowledge.taidpt_labelling import WordMatchLabeller
 
 KIND = "caption"
-LABELLERS = ("project", "taidpt")  # --labeller: llm_knowledge.labelling | llm_knowledge.taidpt_labelling
+LABELLERS = {"project": Labeller, "taidpt": WordMatchLabeller}  # --labeller
 
 # TaI-DPT's single-label sentences (its datasets/data_helpers.py): `prompt_template`, added
 # TEMPLATE_REPEATS times, and `IMAGENET_TEMPLATES` (CLIP's 80 ImageNet templates), each once.
@@ -89,7 +89,8 @@ TAIDPT_RECIPES = {
 RECIPES = ("none", "taidpt")
 
 
-def _coco_captions(path: Path) -> list:
+def _coco_annotations(path: Path) -> list:
+    """The annotation records of COCO's captions file `path`, each checked to hold a caption."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
@@ -97,13 +98,11 @@ def _coco_captions(path: Path) -> list:
     expected = 'COCO captions format {"annotations": [{"image_id", "id", "caption"}, ...]}'
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ValueError(f"{path}: expected the {expected}")
-    captions = []
     for number, record in enumerate(data["annotations"], 1):
         if not isinstance(record, dict) or not isinstance(record.get("caption"), str):
             raise ValueError(f"{path}: annotation {number} is {json.dumps(record)[:100]}: expected an object "
                              f"with a 'caption' string ({expected})")
-        captions.append(record["caption"])
-    return captions
+    return data["annotations"]
 
 
 def _jsonl_captions(path: Path) -> list:
@@ -122,12 +121,10 @@ def _jsonl_captions(path: Path) -> list:
     return captions
 
 
-def _coco_captions_by_id(path: Path, ids) -> list:
-    """The captions of COCO's captions file `path` whose annotation ids are `ids`, in that order."""
-    data = json.loads(path.read_text(encoding="utf-8-sig"))
-    by_id = {record.get("id"): record.get("caption") for record in data.get("annotations", [])
-             if isinstance(record, dict)}
-    missing = [i for i in ids if not isinstance(by_id.get(i), str)]
+def _captions_by_id(path: Path, annotations, ids) -> list:
+    """The captions of `annotations` (of `path`) whose annotation ids are `ids`, in that order."""
+    by_id = {record.get("id"): record["caption"] for record in annotations}
+    missing = [i for i in ids if i not in by_id]
     if missing:
         raise ValueError(f"{path}: no caption with the ids {missing[:10]}{' ...' if len(missing) > 10 else ''} "
                          f"({len(missing)} of the {len(ids)} listed)")
@@ -156,10 +153,9 @@ def read_captions(path, ids=None) -> list:
     if ids is not None:
         if path.suffix != ".json":
             raise ValueError(f"{path}: caption ids select from COCO's captions format (a .json file) only")
-        _coco_captions(path)  # the format check
-        captions = _coco_captions_by_id(path, ids)
+        captions = _captions_by_id(path, _coco_annotations(path), ids)
     elif path.suffix == ".json":
-        captions = _coco_captions(path)
+        captions = [record["caption"] for record in _coco_annotations(path)]
     elif path.suffix == ".jsonl":
         captions = _jsonl_captions(path)
     else:
@@ -230,8 +226,7 @@ def write_caption_folder(captions, classnames, out, synonyms=None, sources=(), p
     how the captions were chosen, for the manifest; labeller: one of LABELLERS."""
     check_class_count(classnames, "the caption folder's classes")
     synonyms = synonyms if synonyms is not None else {label: [] for label in classnames}
-    make = {"project": Labeller, "taidpt": WordMatchLabeller}[labeller]
-    records, unlabelled = caption_records(captions, make(classnames, synonyms))
+    records, unlabelled = caption_records(captions, LABELLERS[labeller](classnames, synonyms))
     if not records:
         raise ValueError(f"none of the {len(captions)} captions names one of the {len(classnames)} classes")
     labelled = len(records)
@@ -271,7 +266,7 @@ def main(argv=None) -> int:
                         help="each caption to its rarest class, at most N a class (0: no cap)")
     parser.add_argument("--templates", action="store_true", default=None,
                         help="add TaI-DPT's 89 single-label template sentences per class")
-    parser.add_argument("--labeller", default="project", choices=LABELLERS,
+    parser.add_argument("--labeller", default="project", choices=tuple(LABELLERS),
                         help="project: llm_knowledge.labelling (default) | taidpt: TaI-DPT's NLTK lemma match "
                              "(needs NLTK and its data; with --synonyms TaI-DPT's synonym lists as JSON)")
     args = parser.parse_args(argv)
