@@ -27,7 +27,6 @@ from hiprompt.cache.text_features import text_features
 from hiprompt.data.custom import read_custom_csv
 from hiprompt.data.image_dataset import ImageFeatureDataset
 from hiprompt.data.knowledge import KnowledgeText
-from hiprompt.model.losses import order_loss, ranking_loss
 from hiprompt.model.method import PromptedCLIP
 from hiprompt.model.scoring import fuse, global_scores, local_scores
 from hiprompt.paths import cache_root
@@ -45,11 +44,10 @@ def features(clip, cfg, image_set, cache_dir):
             np.asarray(image_set.labels)[ok])  # [N, C]
 
 
-def text_side(model, cfg, clip, classnames, prompts, cache_dir):
+def text_side(model, corpus, feats, prompts):
     """Rows (branch, prompts, mAP over the training sentences' labels) and the centroid cosines
-    of text and image features: how well each prompt set fits the text it was trained on."""
-    corpus = KnowledgeText(cfg, classnames).corpus
-    feats = text_features(clip, corpus.texts, cache_dir, progress=False)
+    of text and image features: how well each prompt set fits the text it was trained on.
+    corpus: the run's TextCorpus; feats: its description features."""
     index = torch.arange(len(corpus.texts))
     scores = {name: ([], []) for name in prompts}
     eot_sum, token_sum, token_count = 0, 0, 0
@@ -74,45 +72,37 @@ def fresh_model(clip, classnames, info, hp, cfg):
     return PromptedCLIP(clip, classnames, info["groups"], hp)
 
 
-def gradient_shares(model, cfg, clip, classnames, cache_dir, batches: int = 8) -> dict:
-    """Gradient norm of each term of the training loss (as weighted in the loss) with respect to
-    all prompt parameters, over the first `batches` training-size batches of the corpus, and the
-    cosine between the order term's gradient and the ranking terms' (mean over batches)."""
-    corpus = KnowledgeText(cfg, classnames).corpus
-    feats = text_features(clip, corpus.texts, cache_dir, progress=False)
+def gradient_shares(model, corpus, feats, batch_size: int, batches: int = 8) -> dict:
+    """Gradient norm of each term of the training loss (`PromptedCLIP.loss_terms`, the order
+    term weighted by λ1 as in the loss) with respect to all prompt parameters, over the first
+    `batches` batches of `batch_size` of the corpus (a fixed shuffle), and, with an order term,
+    the cosine between its gradient and the ranking terms' (per batch)."""
     params = [p for p in model.prompts.parameters() if p.requires_grad]
-    size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     order = torch.randperm(len(corpus.texts), generator=torch.Generator().manual_seed(0))
     shares = {}
     with torch.enable_grad():
-        for start in range(0, min(batches * size, len(order)), size):
-            index = order[start:start + size]
+        for start in range(0, min(batches * batch_size, len(order)), batch_size):
+            index = order[start:start + batch_size]
             eot, tokens, mask = feats.batch(index)
-            _, parts = model.text_loss(eot, tokens, mask, torch.as_tensor(corpus.labels[index.numpy()]))
-            hp = model.hp
-            embeddings = model.prompts.class_embeddings()
-            score_g, score_l = model.text_scores(eot, tokens, mask, embeddings)
-            labels = torch.as_tensor(corpus.labels[index.numpy()])
-            terms = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN, hp.RANK_REDUCTION),
-                     "rank_local": ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN, hp.RANK_REDUCTION),
-                     "λ1·order": hp.LAMBDA_ORDER * (
-                         order_loss(embeddings[0], model.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION)
-                         + order_loss(embeddings[1], model.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION))}
+            terms = model.loss_terms(eot, tokens, mask, torch.as_tensor(corpus.labels[index.numpy()]))
+            if "order" in terms:
+                terms["λ1·order"] = model.hp.LAMBDA_ORDER * terms.pop("order")
             grads = {}
             for name, term in terms.items():
                 grad = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
                 grads[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                          for g, p in zip(grad, params)])
                 shares.setdefault(name, []).append((term.item(), grads[name].norm().item()))
-            rank = grads["rank_global"] + grads["rank_local"]
-            shares.setdefault("cos(order, rank)", []).append(
-                float(torch.nn.functional.cosine_similarity(grads["λ1·order"], rank, dim=0)))
+            if "λ1·order" in grads:
+                rank = sum(g for name, g in grads.items() if name.startswith("rank"))
+                shares.setdefault("cos(order, rank)", []).append(
+                    float(torch.nn.functional.cosine_similarity(grads["λ1·order"], rank, dim=0)))
     return shares
 
 
 def scene_mistakes(scores: np.ndarray, labels: np.ndarray, classnames, data: Path, world_name: str) -> str:
-    """Of the top-3 labels that are wrong, the share whose class belongs to the image's scene,
-    and the share of images whose top-1 is wrong."""
+    """Of the top-3 labels that are wrong, the shares whose class belongs to the image's scene
+    (against chance), shares a colour or a texture with its objects; the most frequent ones."""
     from hiprompt.toyworld.worlds import get_world
 
     world = get_world(world_name)
@@ -203,7 +193,9 @@ def main(argv=None):
         for name, (emb_g, emb_l) in fused.items():
             results[(name, "")] = score(fuse(global_scores(global_feats, emb_g),
                                              local_scores(dense_feats, emb_l, hp.TAU_IMAGE), hp.LAMBDA_FUSE), labels)
-        text_rows, eot_mean, token_mean = text_side(model, cfg, clip, image_set.classnames, prompts, cache_dir)
+        corpus = KnowledgeText(cfg, image_set.classnames).corpus
+        descriptions = text_features(clip, corpus.texts, cache_dir, progress=False)
+        text_rows, eot_mean, token_mean = text_side(model, corpus, descriptions, prompts)
         for branch, name, value in text_rows:
             results[(branch, name)] = value
         for (branch, name), value in results.items():
@@ -220,11 +212,12 @@ def main(argv=None):
               f"{cos(image_dense_mean, image_global_mean, dim=0):.3f}")
         start = fresh_model(clip, image_set.classnames, info, hp, cfg)
         for state, net in (("trained", model), ("at the start", start)):
-            shares = gradient_shares(net, cfg, clip, image_set.classnames, cache_dir)
-            cosines = shares.pop("cos(order, rank)")
+            shares = gradient_shares(net, corpus, descriptions, cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+            cosines = shares.pop("cos(order, rank)", None)
+            cosine = f"; cos(order, rank) {np.mean(cosines):+.3f}" if cosines else ""
             print(f"gradients {state}: " + ", ".join(
                 f"{name} loss {np.mean([v for v, _ in values]):.3f} grad {np.mean([g for _, g in values]):.4f}"
-                for name, values in shares.items()) + f"; cos(order, rank) {np.mean(cosines):+.3f}")
+                for name, values in shares.items()) + cosine)
         dense_key = f"dense τ {hp.TAU_IMAGE:g}, {next(iter(feature_sets))}"
         diff = (results[(dense_key, "learned local")]["per_class_AP"]
                 - results[(dense_key, "hand-crafted")]["per_class_AP"])

@@ -53,7 +53,7 @@ def test_order_loss_value_and_direction():
     p = math.e / (math.e + 1)  # learned rows: softmax([1, 0]) (and its mirror)
     kl_learned_hand = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
     kl_hand_learned = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))
-    value = order_loss(learned, hand, temperature=1.0).item()
+    value = order_loss(learned, hand, temperature=1.0, direction="learned_to_hand").item()
     assert value == pytest.approx(kl_learned_hand, abs=1e-6)
     assert value != pytest.approx(kl_hand_learned, abs=1e-3)
     reverse = order_loss(learned, hand, temperature=1.0, direction="hand_to_learned").item()
@@ -62,13 +62,13 @@ def test_order_loss_value_and_direction():
     kl_div = F.kl_div(F.log_softmax(learned @ learned.t(), dim=-1), torch.softmax(hand @ hand.t(), dim=-1),
                       reduction="batchmean")
     assert reverse == pytest.approx(kl_div.item(), abs=1e-6)
-    assert order_loss(hand, hand, temperature=1.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert order_loss(hand, hand, temperature=1.0, direction="learned_to_hand").item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_order_loss_gradient_reaches_learned_side_only():
     learned = torch.randn(4, 8, requires_grad=True)
     hand = torch.randn(4, 8, requires_grad=True)
-    order_loss(learned, hand, 0.1).backward()
+    order_loss(learned, hand, 0.1, "learned_to_hand").backward()
     assert learned.grad is not None and learned.grad.abs().sum() > 0
     assert hand.grad is None
 
@@ -238,8 +238,8 @@ def test_order_loss_temperature_hand_computed_away_from_one():
     hand = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # cosines all 1: uniform rows
     p = math.e ** 2 / (math.e ** 2 + 1)  # softmax([1, 0] / 0.5)
     expected = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
-    assert order_loss(learned, hand, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
-    assert order_loss(learned, hand, temperature=1.0).item() != pytest.approx(expected, rel=1e-2)
+    assert order_loss(learned, hand, 0.5, "learned_to_hand").item() == pytest.approx(expected, rel=1e-6)
+    assert order_loss(learned, hand, 1.0, "learned_to_hand").item() != pytest.approx(expected, rel=1e-2)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.7])
@@ -249,7 +249,7 @@ def test_order_loss_equals_the_equation_at_several_temperatures(temperature):
     gen = torch.Generator().manual_seed(3)
     learned, hand = torch.randn(5, 8, generator=gen), torch.randn(5, 8, generator=gen)
     want = ref.order_loss(learned.numpy(), hand.numpy(), temperature)
-    assert order_loss(learned, hand, temperature).item() == pytest.approx(want, rel=1e-5)
+    assert order_loss(learned, hand, temperature, "learned_to_hand").item() == pytest.approx(want, rel=1e-5)
     assert abs(want - ref.order_loss(learned.numpy(), hand.numpy(), 1.0)) > 1e-2 * want
 
 

@@ -39,14 +39,15 @@ def class_similarity_distribution(embeddings: torch.Tensor, temperature: float) 
 
 
 def order_loss(learned: torch.Tensor, handcrafted: torch.Tensor, temperature: float,
-               direction: str = "learned_to_hand") -> torch.Tensor:
+               direction: str) -> torch.Tensor:
     """KL between the class-similarity distributions of learned and hand-crafted prompts,
     averaged over rows (classes).
 
     D_k is the row-softmaxed class similarity matrix of embeddings k ([C, D]); the
     hand-crafted distribution is the fixed reference. `learned_to_hand` is KL(D_learned ‖
     D_hand) (Eq. 13 read as KL(P ‖ Q)); `hand_to_learned` is KL(D_hand ‖ D_learned), what
-    `F.kl_div(log D_learned, D_hand)` computes (the config's default, TRAINER.HIPROMPT.ORDER_DIRECTION). KL(P ‖ Q) = Σ_j P_j (log P_j - log Q_j).
+    `F.kl_div(log D_learned, D_hand)` computes (the default of TRAINER.HIPROMPT.ORDER_DIRECTION).
+    KL(P ‖ Q) = Σ_j P_j (log P_j - log Q_j).
     """
     check_choice(direction, ORDER_DIRECTIONS, "direction")
     log_learned = class_similarity_distribution(learned, temperature)  # [C, C]

@@ -39,23 +39,32 @@ class PromptedCLIP(nn.Module):
         return (global_scores(eot, global_emb),
                 local_scores(tokens, local_emb, self.hp.TAU_TEXT, mask))
 
-    def text_loss(self, eot, tokens, mask, labels, class_embeddings=None):
-        """L = L_rank(S^G) + L_rank(S^L) + λ1 · L_order; returns (loss, parts for logging).
-        class_embeddings: (global, local) when already computed (default: computed here)."""
+    def loss_terms(self, eot, tokens, mask, labels, class_embeddings=None) -> dict:
+        """The objective's terms as tensors: rank_global, rank_local (with LOCAL_BRANCH) and
+        order (with ORDER_LOSS, not yet weighted by λ1). class_embeddings: (global, local)
+        when already computed (default: computed here)."""
         hp = self.hp
         global_emb, local_emb = class_embeddings or self.prompts.class_embeddings()
         score_g, score_l = self.text_scores(eot, tokens, mask, (global_emb, local_emb))
-        parts = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN, hp.RANK_REDUCTION)}
-        loss = parts["rank_global"]
+        terms = {"rank_global": ranking_loss(hp.LOGIT_SCALE * score_g, labels, hp.MARGIN, hp.RANK_REDUCTION)}
         if hp.LOCAL_BRANCH:
-            parts["rank_local"] = ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN, hp.RANK_REDUCTION)
-            loss = loss + parts["rank_local"]
+            terms["rank_local"] = ranking_loss(hp.LOGIT_SCALE * score_l, labels, hp.MARGIN, hp.RANK_REDUCTION)
         if hp.ORDER_LOSS:
             order = order_loss(global_emb, self.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION)
             if hp.LOCAL_BRANCH:
                 order = order + order_loss(local_emb, self.handcrafted, hp.ORDER_TEMP, hp.ORDER_DIRECTION)
-            parts["order"] = order
-            loss = loss + hp.LAMBDA_ORDER * order
+            terms["order"] = order
+        return terms
+
+    def text_loss(self, eot, tokens, mask, labels, class_embeddings=None):
+        """L = L_rank(S^G) + L_rank(S^L) + λ1 · L_order; returns (loss, parts for logging).
+        class_embeddings: (global, local) when already computed (default: computed here)."""
+        parts = self.loss_terms(eot, tokens, mask, labels, class_embeddings)
+        loss = parts["rank_global"]
+        if "rank_local" in parts:
+            loss = loss + parts["rank_local"]
+        if "order" in parts:
+            loss = loss + self.hp.LAMBDA_ORDER * parts["order"]
         parts["loss"] = loss
         return loss, {k: v.item() for k, v in parts.items()}
 
