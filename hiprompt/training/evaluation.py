@@ -7,7 +7,8 @@ whole config (as run_info.json holds it; an --eval-only run may change the evalu
 settings), the checkpoint of the prompts, the protocol (`TEST.PROTOCOL`), the epoch of the
 prompts scored and, under the peer protocol, how it was chosen (hiprompt/training/protocol.py).
 `TEST.METRICS peer` replaces mAP and CP/CR/CF1/OP/OR/OF1 by the peers' conventions
-(`hiprompt.training.metrics.peer_metrics`); the top-k metrics are common to both. `TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
+(`hiprompt.training.metrics.peer_metrics`); the top-k metrics are common to both.
+`TEST.SAVE_SCORES` also writes the scores (`scores_<split>.npz`).
 """
 
 import io

@@ -248,8 +248,8 @@ class PromptTraining:
             return record
         directory = Path(self.prompts_from).parent.parent
         epochs = saved_epochs(directory, PROMPTS_MODEL)
-        if epochs != list(range(1, epochs[-1] + 1)):
-            missing = sorted(set(range(1, epochs[-1] + 1)) - set(epochs))
+        missing = sorted(set(range(1, epochs[-1] + 1)) - set(epochs))
+        if missing:
             raise ValueError(f"TEST.PROTOCOL peer picks among every epoch's prompts, but {directory / PROMPTS_MODEL} "
                              f"lacks the checkpoints of epochs {missing}: train with TRAIN.CHECKPOINT_FREQ 1 "
                              "(the default)")

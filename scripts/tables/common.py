@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
@@ -200,8 +201,9 @@ class World:
         """The epoch each finished seed of `run` reported (its results file's `epoch`)."""
         return [json.loads(path.read_text()).get("epoch") for path in sorted(self.folder(run).glob(f"*/{RESULT_FILE}"))]
 
+    @cached_property
     def dataset_name(self) -> str:
-        """DATASET.NAME of the world's data set config."""
+        """DATASET.NAME of the world's data set config (read once)."""
         import yaml
 
         return (yaml.safe_load(self.dataset_cfg.read_text()) or {}).get("DATASET", {}).get("NAME", "")
@@ -215,7 +217,7 @@ class World:
             return run
         setting = ("TEST.PROTOCOL", protocol)
         trained = run.evaluates or run
-        if trained.images and peer_selection(trained.trainer, self.dataset_name()).drop_unannotated:
+        if trained.images and peer_selection(trained.trainer, self.dataset_name).drop_unannotated:
             own = Run(trained.label, trained.trainer, tuple(trained.opts) + setting, text=trained.text,
                       images=True, paper=trained.paper)
             return Run(run.label, run.trainer, run.opts, evaluates=own, paper=run.paper) if run.evaluates else own
@@ -256,10 +258,12 @@ def measured_rows(world: World, runs, metrics=("F1@3", "mAP")):
         measured = []
         for protocol in world.protocols:
             results = world.results(world.under(run, protocol))
+            if not measured:
+                seeds = len(results)  # the seeds column: the first protocol's
             measured += [cell(mean_std(results, m)) for m in metrics]
         epochs = [", ".join("–" if e is None else str(e) for e in world.epochs(world.under(run, p)))
                   for p in world.protocols if p != "paper"]
-        rows.append([run.label, *paper, *measured, len(world.results(world.under(run, world.protocols[0]))), *epochs])
+        rows.append([run.label, *paper, *measured, seeds, *epochs])
     return rows
 
 
