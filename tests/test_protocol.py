@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_knowledge_folder
 from PIL import Image
-from test_trainer import CLASSES, make_cfg, small_corpus
+from test_trainer import make_cfg, make_text_world
 
 from hiprompt.config import ConfigError, get_cfg_default, validate_cfg
 from hiprompt.training.protocol import choose_epoch, keep_unannotated, peer_selection, selection_rows
@@ -122,22 +121,8 @@ def test_dualcoop_peer_drops_the_coco_images_its_loader_drops(tmp_path):
     assert read("DualCoOp", "paper") == read("TaIDPT", "peer") == read("HierarchicalCoOp", "peer") == everything
 
 
-def protocol_world(folder, n_images=80):
-    """A knowledge folder over CLASSES and `n_images` random-pixel test images with two labels each."""
-    knowledge = write_knowledge_folder(folder / "knowledge", CLASSES, {"coarse": [], "fine": []}, small_corpus())
-    images = folder / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image,labels"]
-    for i in range(n_images):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
-        rows.append(f"{i}.png,{CLASSES[i % 8]}|{CLASSES[(i * 3 + 1) % 8]}")
-    (images / "labels.csv").write_text("\n".join(rows) + "\n")
-    return knowledge, images
-
-
 def test_peer_run_reports_the_epoch_the_authors_loop_keeps(tmp_path):
-    world = protocol_world(tmp_path)
+    world = make_text_world(tmp_path, n_images=80)
     training = ("OPTIM.MAX_EPOCH", "4", "OPTIM.LR", "0.5", "OPTIM.STEPSIZE", "(3, 4)")
     out = tmp_path / "peer"
     build_trainer(make_cfg("HierarchicalCoOp", world, out, *training, "TEST.PROTOCOL", "peer")).train()
@@ -166,7 +151,7 @@ def test_peer_run_reports_the_epoch_the_authors_loop_keeps(tmp_path):
 
 
 def test_peer_needs_every_epochs_checkpoint(tmp_path):
-    world = protocol_world(tmp_path, n_images=6)
+    world = make_text_world(tmp_path)
     cfg = make_cfg("HierarchicalCoOp", world, tmp_path / "run", "OPTIM.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_FREQ", "0",
                    "TEST.PROTOCOL", "peer")
     with pytest.raises(ValueError, match=r"epochs \[1, 2\]: train with TRAIN.CHECKPOINT_FREQ 1"):

@@ -76,17 +76,18 @@ def small_corpus(seed=0):
     return sentences
 
 
-def make_text_world(folder):
-    """A knowledge folder over CLASSES and a small custom image set (random pixels) in `folder`."""
+def make_text_world(folder, n_images: int = 6):
+    """A knowledge folder over CLASSES and a custom image set of `n_images` random-pixel images
+    with two labels each in `folder`."""
     knowledge = write_knowledge_folder(folder / "knowledge", CLASSES,  # a class is in one group
                                        {"coarse": SCENES[:3], "fine": [["car", "bus"]]}, small_corpus())
     images = folder / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
     rows = ["image,labels"]
-    for i in range(6):
+    for i in range(n_images):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
-        rows.append(f"{i}.png,{CLASSES[i]}|{CLASSES[(i + 3) % 8]}")
+        rows.append(f"{i}.png,{CLASSES[i % 8]}|{CLASSES[(i + 3) % 8]}")
     (images / "labels.csv").write_text("\n".join(rows) + "\n")
     return knowledge, images
 
